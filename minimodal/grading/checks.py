@@ -1,0 +1,59 @@
+"""What a graded check is, and the small assertions checks are written with.
+
+A suite (one module in ``minimodal/grading/suites/`` per exercise notebook) lists
+``Check`` objects. Each check takes the function the learner wrote, calls it on
+randomized inputs, and compares against minimodal's own implementation. A check
+fails by raising AssertionError with a message a learner can act on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class Check:
+    """One graded property of one learner function.
+
+    run(fn, seed) calls the learner's ``fn`` and raises AssertionError on a wrong answer;
+    ``seed`` makes its random inputs reproducible.
+    """
+
+    name: str
+    function: str
+    points: int
+    run: Callable[[Callable, int], None]
+    timeout: float = 10.0
+
+
+def expect_tensor(value, *, shape: tuple | None = None, what: str = "the result") -> torch.Tensor:
+    """Insist on a tensor (of a given shape) so later comparisons give clear messages."""
+    if not isinstance(value, torch.Tensor):
+        raise AssertionError(f"{what} should be a torch.Tensor, got {type(value).__name__}")
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise AssertionError(f"{what} has shape {tuple(value.shape)}, expected {tuple(shape)}")
+    return value
+
+
+def expect_close(actual, expected: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-5,
+                 what: str = "the result") -> None:
+    """Compare with the reference and report the worst element when they differ."""
+    actual = expect_tensor(actual, shape=tuple(expected.shape), what=what)
+    actual, expected = actual.detach().double(), expected.detach().double()
+    if not torch.isfinite(actual).all():
+        raise AssertionError(f"{what} contains inf or nan where the reference is finite")
+    diff = (actual - expected).abs()
+    if (diff > atol + rtol * expected.abs()).any():
+        i = int(diff.argmax())
+        raise AssertionError(
+            f"{what} differs from the reference: max abs diff {diff.max().item():.3g} "
+            f"(got {actual.flatten()[i].item():.6g}, expected {expected.flatten()[i].item():.6g})")
+
+
+def expect_equal(actual, expected, *, what: str = "the result") -> None:
+    """Exact equality, for ids, counts and lists."""
+    if actual != expected:
+        raise AssertionError(f"{what} is {actual!r}, expected {expected!r}")
