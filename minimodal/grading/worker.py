@@ -83,7 +83,9 @@ def run_notebook(cells: list[str], cell_timeout: float) -> tuple[dict, list[str]
                 exec(code, namespace)
         except SyntaxError as err:
             errors.append(f"cell {number}: SyntaxError: {err.msg} (line {err.lineno})")
-        except (Exception, TimeLimit) as err:  # SystemExit and KeyboardInterrupt end the worker
+        except SystemExit as err:
+            errors.append(f"cell {number}: called sys.exit({err.code!r}); the grader went on")
+        except (Exception, TimeLimit) as err:
             errors.append(f"cell {number}: {describe(err)}")
     return namespace, errors
 

@@ -42,9 +42,9 @@ def top_k_matches(fn, seed):
         expect_equal(got.tolist(), top_k(scores, k).tolist(), what=f"top_k indices for k={k}")
 
 
-CHECKS = [
-    Check("softmax equals torch.softmax", "softmax", 2, softmax_matches),
-    Check("softmax is stable for large logits", "softmax", 2, softmax_is_stable),
-    Check("cosine similarity matrix", "cosine_similarity_matrix", 3, cosine_matches),
-    Check("top-k retrieval, best first", "top_k", 3, top_k_matches),
+CHECKS = [  # each check is quick: 5 s is generous even on a slow machine
+    Check("softmax equals torch.softmax", "softmax", 2, softmax_matches, timeout=5),
+    Check("softmax is stable for large logits", "softmax", 2, softmax_is_stable, timeout=5),
+    Check("cosine similarity matrix", "cosine_similarity_matrix", 3, cosine_matches, timeout=5),
+    Check("top-k retrieval, best first", "top_k", 3, top_k_matches, timeout=5),
 ]
