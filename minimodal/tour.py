@@ -36,13 +36,14 @@ def lesson_paths(root: Path, only: list[str] | None = None) -> list[Path]:
 
 
 def count_verdicts(notebook) -> tuple[int, int]:
-    """How many ✓ and ✗ lines the notebook's outputs hold (printed or raised)."""
+    """How many ✓ and ✗ lines the notebook's outputs hold; an error that is not a ✗ counts as one."""
     passed = failed = 0
     for cell in notebook.cells:
         for out in cell.get("outputs", []):
             text = out.get("text", "") if out.output_type == "stream" else ""
             if out.output_type == "error":
                 text = out.get("evalue", "")
+                failed += not text.startswith(FAIL)
             for line in text.splitlines():
                 passed += line.startswith(PASS)
                 failed += line.startswith(FAIL)
@@ -67,7 +68,9 @@ def run_lesson(path: Path, build: Path, timeout: int = 1800) -> LessonRun:
     html, _ = HTMLExporter().from_notebook_node(notebook)
     (build / path.with_suffix(".html").name).write_text(html, encoding="utf-8")
     passed, failed = count_verdicts(notebook)
-    return LessonRun(path.stem, seconds, passed, failed + bool(error), error)
+    if error and not failed:  # the kernel died or timed out before writing an error output
+        failed = 1
+    return LessonRun(path.stem, seconds, passed, failed, error)
 
 
 def tour(root: Path, only: list[str] | None = None) -> int:
