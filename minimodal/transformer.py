@@ -1,0 +1,251 @@
+"""Attention and the Transformer block, the one piece every model in the course is built from.
+
+Attention lets each position of a sequence gather information from the others: every
+query asks "which keys look like me?", the softmax of the scaled dot products answers
+with weights that sum to one, and the output is that weighted average of the values.
+Many heads do this side by side in smaller subspaces. A block adds a two-layer MLP and
+wraps both in residual connections and LayerNorms, in one of two arrangements:
+
+    post-LN (BERT, 2018):  x = LN(x + attn(x));   x = LN(x + mlp(x))
+    pre-LN  (GPT-2, CLIP): x = x + attn(LN(x));   x = x + mlp(LN(x))
+
+Pre-LN keeps an untouched residual path from input to output, which is why deep
+pre-LN stacks train without warm-up tricks. The ViT, the causal text encoder, the
+sentence encoder below and the caption decoder all use this one implementation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def attention_weights(q: torch.Tensor, k: torch.Tensor,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)): how much each query attends to each key.
+
+    q (..., Nq, d), k (..., Nk, d); mask is boolean, broadcastable to (..., Nq, Nk),
+    True where a query may look. Returns (..., Nq, Nk), each row summing to one.
+    Scaling by sqrt(d) keeps the dot products near unit variance, so the softmax does
+    not saturate into a one-hot as d grows.
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., Nq, Nk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              mask: torch.Tensor | None = None, fused: bool = True) -> torch.Tensor:
+    """Scaled dot-product attention: the weighted average of v, (..., Nq, d).
+
+    fused=False computes it as written above; fused=True calls PyTorch's
+    F.scaled_dot_product_attention, the same arithmetic in one kernel that never stores
+    the (Nq, Nk) weights (flash or memory-efficient attention on a GPU).
+    """
+    if fused:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return attention_weights(q, k, mask) @ v
+
+
+def causal_mask(n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(n, n) boolean, True on and below the diagonal: position i sees positions 0..i."""
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril()
+
+
+def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, N) of 1 for real tokens, 0 for padding -> (B, 1, 1, N) boolean key mask.
+
+    Broadcast over heads and queries: no query may look at a padding key.
+    """
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask should be (batch, length) of 0/1, got shape "
+                         f"{tuple(attention_mask.shape)}")
+    return attention_mask.bool()[:, None, None, :]
+
+
+class MultiHeadAttention(nn.Module):
+    """Attention in ``heads`` subspaces of width // heads, then mixed by out_proj.
+
+    Queries come from ``x``; keys and values from ``context``, which is ``x`` itself for
+    self-attention and another sequence (the image, for a captioner) for cross-attention.
+    """
+
+    def __init__(self, width: int, heads: int, fused: bool = True):
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not divisible by heads {heads}")
+        self.heads = heads
+        self.fused = fused
+        self.q_proj = nn.Linear(width, width)
+        self.k_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width)
+        self.out_proj = nn.Linear(width, width)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N, D) -> (B, H, N, D / H)."""
+        batch, length, width = x.shape
+        return x.view(batch, length, self.heads, width // self.heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        context = x if context is None else context
+        q = self.split_heads(self.q_proj(x))        # (B, H, Nq, Dh)
+        k = self.split_heads(self.k_proj(context))  # (B, H, Nk, Dh)
+        v = self.split_heads(self.v_proj(context))  # (B, H, Nk, Dh)
+        out = attention(q, k, v, mask, self.fused)  # (B, H, Nq, Dh)
+        batch, _, length, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))  # (B, Nq, D)
+
+    def attention_map(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The weights this layer puts on each key, (B, H, Nq, Nk), for pictures."""
+        context = x if context is None else context
+        return attention_weights(self.split_heads(self.q_proj(x)),
+                                 self.split_heads(self.k_proj(context)), mask)
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """x * sigmoid(1.702 x): the cheap GELU approximation OpenAI's CLIP was trained with."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+ACTIVATIONS = {"gelu": F.gelu, "quick_gelu": quick_gelu}
+
+
+class MLP(nn.Module):
+    """Two linear layers with a nonlinearity between: width -> hidden -> width, per position."""
+
+    def __init__(self, width: int, hidden: int, activation: str = "gelu"):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+        self.activation = ACTIVATIONS[activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.activation(self.fc1(x)))
+
+
+@dataclass
+class TransformerConfig:
+    """The shape of a stack of blocks; every model's config builds one of these."""
+
+    width: int
+    layers: int
+    heads: int
+    mlp_width: int
+    activation: str = "gelu"
+    pre_norm: bool = True         # True: pre-LN (CLIP, GPT-2); False: post-LN (BERT)
+    norm_eps: float = 1e-5
+    fused: bool = True            # F.scaled_dot_product_attention, or attention written out
+
+
+class Block(nn.Module):
+    """Attention then MLP, each inside a residual connection, LayerNorm before or after."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.pre_norm = config.pre_norm
+        self.ln_1 = nn.LayerNorm(config.width, eps=config.norm_eps)
+        self.attn = MultiHeadAttention(config.width, config.heads, config.fused)
+        self.ln_2 = nn.LayerNorm(config.width, eps=config.norm_eps)
+        self.mlp = MLP(config.width, config.mlp_width, config.activation)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.attn(self.ln_1(x), mask=mask)
+            return x + self.mlp(self.ln_2(x))
+        x = self.ln_1(x + self.attn(x, mask=mask))
+        return self.ln_2(x + self.mlp(x))
+
+
+class Transformer(nn.Module):
+    """A stack of blocks over (B, N, width) sequences."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+
+    def hidden_states(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The input and every block's output: layers + 1 tensors of shape (B, N, width)."""
+        states = [x]
+        for block in self.blocks:
+            states.append(block(states[-1], mask))
+        return states
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.hidden_states(x, mask)[-1]
+
+
+def set_fused_attention(model: nn.Module, fused: bool) -> nn.Module:
+    """Switch every attention layer in ``model`` between the fused kernel and the written-out form."""
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention):
+            module.fused = fused
+    return model
+
+
+def mean_pool(x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, N, D) and a (B, N) 0/1 mask -> (B, D), the average of the unmasked positions."""
+    weights = attention_mask.to(x.dtype).unsqueeze(-1)                  # (B, N, 1)
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+@dataclass
+class SentenceEncoderConfig:
+    """A BERT-style encoder: the shape of all-MiniLM-L6-v2 by default."""
+
+    vocab_size: int = 30522
+    max_length: int = 512
+    type_vocab_size: int = 2
+    width: int = 384
+    layers: int = 6
+    heads: int = 12
+    mlp_width: int = 1536
+    norm_eps: float = 1e-12
+    fused: bool = True
+
+    def transformer(self) -> TransformerConfig:
+        return TransformerConfig(self.width, self.layers, self.heads, self.mlp_width,
+                                 activation="gelu", pre_norm=False, norm_eps=self.norm_eps,
+                                 fused=self.fused)
+
+
+class SentenceEncoder(nn.Module):
+    """A post-LN Transformer encoder that turns a sentence into one vector by mean pooling.
+
+    This is the architecture of BERT and of all-MiniLM-L6-v2, the sentence-embedding model
+    lesson 02 loads to check our blocks against real pretrained weights. Token, position
+    and segment embeddings are summed and normalized; the encoder attends both ways with
+    padding masked out; the sentence vector is the mean over the real tokens.
+    """
+
+    def __init__(self, config: SentenceEncoderConfig):
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.width)
+        self.position_embedding = nn.Parameter(torch.zeros(config.max_length, config.width))
+        self.segment_embedding = nn.Parameter(torch.zeros(config.type_vocab_size, config.width))
+        self.ln_embed = nn.LayerNorm(config.width, eps=config.norm_eps)
+        self.transformer = Transformer(config.transformer())
+
+    def hidden_states(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        """ids and attention_mask (B, N) -> layers + 1 tensors (B, N, width)."""
+        length = ids.shape[1]
+        if length > self.config.max_length:
+            raise ValueError(f"sequence of {length} tokens is longer than the model's "
+                             f"{self.config.max_length} positions; truncate it first")
+        # Every token is in segment 0: one sentence per input, as sentence-transformers feeds it.
+        x = self.token_embedding(ids) + self.position_embedding[:length] + self.segment_embedding[0]
+        return self.transformer.hidden_states(self.ln_embed(x), padding_mask(attention_mask))
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, width) sentence embeddings: the mean of the last layer over real tokens."""
+        return mean_pool(self.hidden_states(ids, attention_mask)[-1], attention_mask)
+

@@ -1,0 +1,105 @@
+"""The Vision Transformer: an image read as a sentence of patches.
+
+Cut the image into a grid of P x P patches, flatten each one and project it to the
+model width: now the image is a sequence of tokens and the Transformer of lesson 02
+applies unchanged. A learned class token is put in front to collect a summary of the
+whole image, learned positional embeddings say where each patch came from (attention
+itself is blind to order), and after the last block the class token, normalized and
+projected, is the image embedding. This is the image tower of CLIP, laid out as in
+OpenAI's model.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from minimodal.transformer import Transformer, TransformerConfig
+
+
+@dataclass
+class VisionConfig:
+    """Shape of the image tower; the defaults are CLIP ViT-B/32."""
+
+    image_size: int = 224
+    patch_size: int = 32
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    mlp_width: int | None = None  # None: 4 * width
+    embed_dim: int = 512          # size of the output embedding, shared with the text tower
+    activation: str = "quick_gelu"
+    norm_eps: float = 1e-5
+    fused: bool = True
+
+    def __post_init__(self):
+        self.mlp_width = self.mlp_width or 4 * self.width  # 4x, as in BERT, GPT-2 and CLIP
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of "
+                             f"patch_size {self.patch_size}")
+
+    @property
+    def grid_size(self) -> int:
+        """Patches along each side of the image."""
+        return self.image_size // self.patch_size
+
+    def transformer(self) -> TransformerConfig:
+        return TransformerConfig(self.width, self.layers, self.heads, self.mlp_width,
+                                 self.activation, pre_norm=True, norm_eps=self.norm_eps,
+                                 fused=self.fused)
+
+
+def patchify(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, N, C * P * P): the patches in reading order, each flattened.
+
+    Each patch is flattened channel first, then row, then column, the order of a
+    Conv2d weight's (C, P, P) kernel, so that a Linear layer holding the conv weight
+    reshaped to (D, C * P * P) computes exactly what the strided convolution does.
+    """
+    batch, channels, height, width = pixels.shape
+    if height % patch_size or width % patch_size:
+        raise ValueError(f"image of {height}x{width} pixels does not split into "
+                         f"{patch_size}x{patch_size} patches")
+    rows, cols = height // patch_size, width // patch_size
+    grid = pixels.reshape(batch, channels, rows, patch_size, cols, patch_size)
+    grid = grid.permute(0, 2, 4, 1, 3, 5)  # (B, rows, cols, C, P, P)
+    return grid.reshape(batch, rows * cols, channels * patch_size * patch_size)
+
+
+class VisionTransformer(nn.Module):
+    """Pixels (B, 3, S, S) -> image embeddings (B, embed_dim)."""
+
+    def __init__(self, config: VisionConfig):
+        super().__init__()
+        self.config = config
+        width, patches = config.width, config.grid_size ** 2
+        # A convolution with stride = kernel = patch size is patchify followed by a Linear layer.
+        self.patch_embed = nn.Conv2d(3, width, config.patch_size, stride=config.patch_size, bias=False)
+        scale = width ** -0.5
+        self.class_embedding = nn.Parameter(scale * torch.randn(width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(patches + 1, width))
+        self.ln_pre = nn.LayerNorm(width, eps=config.norm_eps)
+        self.transformer = Transformer(config.transformer())
+        self.ln_post = nn.LayerNorm(width, eps=config.norm_eps)
+        self.proj = nn.Linear(width, config.embed_dim, bias=False)
+
+    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) -> (B, 1 + N, width): class token and patches, positions added."""
+        size = self.config.image_size
+        if pixels.dim() != 4 or tuple(pixels.shape[1:]) != (3, size, size):
+            raise ValueError(f"expected pixels of shape (batch, 3, {size}, {size}), got "
+                             f"{tuple(pixels.shape)}")
+        patches = self.patch_embed(pixels).flatten(2).transpose(1, 2)             # (B, N, D)
+        cls = self.class_embedding.to(patches.dtype).expand(len(patches), 1, -1)  # (B, 1, D)
+        tokens = torch.cat([cls, patches], dim=1) + self.positional_embedding     # (B, 1 + N, D)
+        return self.ln_pre(tokens)
+
+    def hidden_states(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """The input to the first block and every block's output, (B, 1 + N, width) each."""
+        return self.transformer.hidden_states(self.embed(pixels))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        tokens = self.hidden_states(pixels)[-1]     # (B, 1 + N, D)
+        return self.proj(self.ln_post(tokens[:, 0]))  # (B, embed_dim)

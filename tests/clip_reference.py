@@ -1,0 +1,68 @@
+"""transformers' CLIPModel and minimodal's CLIP holding the same random weights, for parity tests.
+
+The reference is built from a transformers config (random init, no download); minimodal's
+model gets its weights through convert.load_hf_state_dict, the loader under test.
+"""
+
+import torch
+from transformers import CLIPConfig as HFCLIPConfig
+from transformers import CLIPModel
+
+from minimodal.clip import CLIP, CLIPConfig
+from minimodal.convert import load_hf_state_dict
+from minimodal.text import TextConfig
+from minimodal.vit import VisionConfig
+
+# (vision: image, patch, width, layers, heads; text: vocab, context, width, layers, heads; embed)
+SMALL_SHAPES = {
+    "tiny": (VisionConfig(32, 8, 64, 2, 4, embed_dim=32),
+             TextConfig(100, 16, 48, 2, 3, embed_dim=32, eot_token_id=99)),
+    "wide-shallow": (VisionConfig(48, 16, 96, 1, 2, mlp_width=128, embed_dim=24),
+                     TextConfig(300, 24, 96, 1, 4, mlp_width=200, embed_dim=24, eot_token_id=299)),
+    "deep-narrow": (VisionConfig(28, 7, 32, 4, 1, embed_dim=16, activation="gelu"),
+                    TextConfig(50, 12, 32, 5, 2, embed_dim=16, eot_token_id=49, activation="gelu")),
+}
+
+
+def hf_config_for(config: CLIPConfig) -> HFCLIPConfig:
+    """The transformers config of the same shape, written independently of minimodal.convert."""
+    v, t = config.vision, config.text
+    return HFCLIPConfig(
+        projection_dim=config.embed_dim,
+        vision_config=dict(hidden_size=v.width, intermediate_size=v.mlp_width,
+                           num_hidden_layers=v.layers, num_attention_heads=v.heads,
+                           image_size=v.image_size, patch_size=v.patch_size,
+                           hidden_act=v.activation, layer_norm_eps=v.norm_eps),
+        text_config=dict(vocab_size=t.vocab_size, hidden_size=t.width,
+                         intermediate_size=t.mlp_width, num_hidden_layers=t.layers,
+                         num_attention_heads=t.heads, max_position_embeddings=t.context_length,
+                         hidden_act=t.activation, layer_norm_eps=t.norm_eps,
+                         eos_token_id=t.eot_token_id, bos_token_id=0, pad_token_id=0))
+
+
+def twins(config: CLIPConfig, attn_implementation: str = "sdpa", seed: int = 0):
+    """(minimodal CLIP, transformers CLIPModel) with the same random weights, in eval mode."""
+    torch.manual_seed(seed)
+    reference = CLIPModel._from_config(hf_config_for(config), attn_implementation=attn_implementation)
+    # Randomize the LayerNorms too: at their init (ones, zeros) a swapped weight and bias would pass.
+    with torch.no_grad():
+        for name, p in reference.named_parameters():
+            if "norm" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    mine = load_hf_state_dict(CLIP(config), reference.state_dict())
+    return mine.eval(), reference.eval()
+
+
+def sample_inputs(config: CLIPConfig, batch: int = 3, seed: int = 1):
+    """Random pixels, and token ids of different lengths, each ending in end-of-text then padding.
+
+    Padding uses id 0, so the end-of-text token is found by its id, not by being last.
+    """
+    g = torch.Generator().manual_seed(seed)
+    v, t = config.vision, config.text
+    pixels = torch.randn(batch, 3, v.image_size, v.image_size, generator=g)
+    ids = torch.randint(1, t.eot_token_id, (batch, t.context_length), generator=g)
+    for row, length in enumerate(torch.linspace(2, t.context_length - 1, batch).long()):
+        ids[row, length] = t.eot_token_id
+        ids[row, length + 1:] = 0
+    return pixels, ids
