@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -48,34 +50,53 @@ def check_state_dict(state: dict, expected: dict, source: str) -> None:
         raise CheckpointMismatch(f"{source} does not fit the model: " + "; ".join(problems))
 
 
-def _pairs(*modules: str) -> dict[str, str]:
-    """{"ln_1": "layer_norm1"} -> the same map for the .weight and .bias of each module."""
-    return {f"{ours}.{kind}": f"{theirs}.{kind}"
-            for ours, theirs in zip(modules[::2], modules[1::2]) for kind in ("weight", "bias")}
+def _weight_and_bias(*rows: tuple) -> list[tuple]:
+    """Rows of module names -> rows of tensor names, one for the .weight and one for the .bias."""
+    return [tuple(f"{name}.{kind}" for name in row) for row in rows for kind in ("weight", "bias")]
 
 
+def _column(rows: list[tuple], index: int) -> dict[str, str]:
+    """{minimodal's name: the name in column ``index``} for the rows that have one."""
+    return {row[0]: row[index] for row in rows if row[index] is not None}
+
+
+# Each row names one tensor in every format: minimodal, transformers' CLIPModel, OpenAI's CLIP
+# (which open_clip kept). In a block, OpenAI stores query, key and value stacked in one
+# in_proj (see fuse_qkv); BERT's naming of the same block is the last column.
+CLIP_TENSORS = [
+    ("logit_scale", "logit_scale", "logit_scale"),
+    ("visual.patch_embed.weight", "vision_model.embeddings.patch_embedding.weight", "visual.conv1.weight"),
+    ("visual.class_embedding", "vision_model.embeddings.class_embedding", "visual.class_embedding"),
+    ("visual.positional_embedding", "vision_model.embeddings.position_embedding.weight",
+     "visual.positional_embedding"),
+    ("visual.proj.weight", "visual_projection.weight", "visual.proj"),
+    ("text.token_embedding.weight", "text_model.embeddings.token_embedding.weight", "token_embedding.weight"),
+    ("text.positional_embedding", "text_model.embeddings.position_embedding.weight", "positional_embedding"),
+    ("text.proj.weight", "text_projection.weight", "text_projection"),
+    *_weight_and_bias(("visual.ln_pre", "vision_model.pre_layrnorm", "visual.ln_pre"),
+                      ("visual.ln_post", "vision_model.post_layernorm", "visual.ln_post"),
+                      ("text.ln_final", "text_model.final_layer_norm", "ln_final")),
+]
+BLOCK_TENSORS = [
+    ("attn.in_proj_weight", None, "attn.in_proj_weight", None),
+    ("attn.in_proj_bias", None, "attn.in_proj_bias", None),
+    *_weight_and_bias(
+        ("ln_1", "layer_norm1", "ln_1", "attention.output.LayerNorm"),
+        ("attn.q_proj", "self_attn.q_proj", None, "attention.self.query"),
+        ("attn.k_proj", "self_attn.k_proj", None, "attention.self.key"),
+        ("attn.v_proj", "self_attn.v_proj", None, "attention.self.value"),
+        ("attn.out_proj", "self_attn.out_proj", "attn.out_proj", "attention.output.dense"),
+        ("ln_2", "layer_norm2", "ln_2", "output.LayerNorm"),
+        ("mlp.fc1", "mlp.fc1", "mlp.c_fc", "intermediate.dense"),
+        ("mlp.fc2", "mlp.fc2", "mlp.c_proj", "output.dense")),
+]
 BLOCK_KEY = re.compile(r"(?:(\w+)\.)?transformer\.blocks\.(\d+)\.(.+)")
 
 
 # ---------------------------------------------------------------- transformers CLIPModel
 
-HF_BLOCK = _pairs("ln_1", "layer_norm1", "ln_2", "layer_norm2",
-                  "attn.q_proj", "self_attn.q_proj", "attn.k_proj", "self_attn.k_proj",
-                  "attn.v_proj", "self_attn.v_proj", "attn.out_proj", "self_attn.out_proj",
-                  "mlp.fc1", "mlp.fc1", "mlp.fc2", "mlp.fc2")
+HF_NAMES, HF_BLOCK = _column(CLIP_TENSORS, 1), _column(BLOCK_TENSORS, 1)
 HF_TOWER = {"visual": "vision_model", "text": "text_model"}
-HF_NAMES = {
-    "logit_scale": "logit_scale",
-    "visual.patch_embed.weight": "vision_model.embeddings.patch_embedding.weight",
-    "visual.class_embedding": "vision_model.embeddings.class_embedding",
-    "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
-    "visual.proj.weight": "visual_projection.weight",
-    "text.token_embedding.weight": "text_model.embeddings.token_embedding.weight",
-    "text.positional_embedding": "text_model.embeddings.position_embedding.weight",
-    "text.proj.weight": "text_projection.weight",
-    **_pairs("visual.ln_pre", "vision_model.pre_layrnorm", "visual.ln_post",
-             "vision_model.post_layernorm", "text.ln_final", "text_model.final_layer_norm"),
-}
 
 
 def hf_name(key: str) -> str:
@@ -180,12 +201,12 @@ def load_hf_checkpoint(folder: str | os.PathLike) -> CLIP:
 
 
 def hf_cache_dirs() -> list[Path]:
-    """Where the Hugging Face hub caches models, in the order huggingface_hub looks."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return [Path(os.environ["HF_HUB_CACHE"])]
-    if os.environ.get("HF_HOME"):
-        return [Path(os.environ["HF_HOME"]) / "hub"]
-    return [Path.home() / ".cache" / "huggingface" / "hub"]
+    """Where the Hugging Face hub caches models, resolved from the environment as huggingface_hub does."""
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(variable):
+            return [Path(os.environ[variable]).expanduser()]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
+    return [Path(os.environ.get("HF_HOME") or cache / "huggingface").expanduser() / "hub"]
 
 
 def find_in_hf_cache(model_id: str, cache_dirs: list[Path] | None = None) -> Path:
@@ -220,22 +241,8 @@ def load_pretrained(name_or_folder: str | os.PathLike) -> CLIP:
 
 # ---------------------------------------------------------------- OpenAI CLIP and open_clip
 
-OPENAI_BLOCK = {"attn.in_proj_weight": "attn.in_proj_weight", "attn.in_proj_bias": "attn.in_proj_bias",
-                **_pairs("ln_1", "ln_1", "ln_2", "ln_2", "attn.out_proj", "attn.out_proj",
-                         "mlp.fc1", "mlp.c_fc", "mlp.fc2", "mlp.c_proj")}
+OPENAI_NAMES, OPENAI_BLOCK = _column(CLIP_TENSORS, 2), _column(BLOCK_TENSORS, 2)
 OPENAI_TOWER = {"visual": "visual.", "text": ""}
-OPENAI_NAMES = {
-    "logit_scale": "logit_scale",
-    "visual.patch_embed.weight": "visual.conv1.weight",
-    "visual.class_embedding": "visual.class_embedding",
-    "visual.positional_embedding": "visual.positional_embedding",
-    "visual.proj.weight": "visual.proj",
-    "text.token_embedding.weight": "token_embedding.weight",
-    "text.positional_embedding": "positional_embedding",
-    "text.proj.weight": "text_projection",
-    **_pairs("visual.ln_pre", "visual.ln_pre", "visual.ln_post", "visual.ln_post",
-             "text.ln_final", "ln_final"),
-}
 # Stored as (width, embed_dim) for x @ proj; minimodal's Linear layers hold the transpose.
 TRANSPOSED = {"visual.proj.weight", "text.proj.weight"}
 
@@ -284,18 +291,27 @@ def to_openai_state_dict(model: CLIP) -> dict[str, torch.Tensor]:
     return {openai_name(k): _orient(k, v).contiguous() for k, v in fuse_qkv(model.state_dict()).items()}
 
 
-def unwrap_open_clip(state: dict) -> dict[str, torch.Tensor]:
-    """open_clip training checkpoints nest the weights under "state_dict" and, when trained
-    with DistributedDataParallel, prefix every name with "module."."""
+# Not weights: OpenAI's released TorchScript models carry three integers among their tensors,
+# and an open_clip model saved by tracing carries its text tower's causal mask.
+OPENAI_NOT_WEIGHTS = {"input_resolution", "context_length", "vocab_size", "attn_mask"}
+
+
+def unwrap_openai(state: dict) -> dict[str, torch.Tensor]:
+    """The weights alone, from any of the shapes an OpenAI or open_clip state dict comes in.
+
+    open_clip training checkpoints nest the weights under "state_dict" and, when trained
+    with DistributedDataParallel, prefix every name with "module."; the tensors above are
+    dropped, the shapes of the weights already say what they say.
+    """
     state = state.get("state_dict", state)
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
-    return state
+    return {k: v for k, v in state.items() if k not in OPENAI_NOT_WEIGHTS}
 
 
 def load_openai_state_dict(model: CLIP, state: dict) -> CLIP:
     """Copy an OpenAI CLIP or open_clip state dict into ``model``, strictly."""
-    state = unwrap_open_clip(state)
+    state = unwrap_openai(state)
     check_state_dict(state, to_openai_state_dict(model), "the OpenAI/open_clip CLIP state dict")
     fused = {k: _orient(k, state[openai_name(k)]) for k in fuse_qkv(model.state_dict())}
     model.load_state_dict(split_qkv(fused))
@@ -307,7 +323,7 @@ def clip_config_from_openai(state: dict, head_width: int = 64) -> CLIPConfig:
 
     Head counts are not stored anywhere; OpenAI and open_clip use heads of width 64.
     """
-    state = unwrap_open_clip(state)
+    state = unwrap_openai(state)
     width, _, patch, _ = state["visual.conv1.weight"].shape
     grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
     text_width = state["ln_final.weight"].shape[0]
@@ -327,28 +343,45 @@ def clip_config_from_openai(state: dict, head_width: int = 64) -> CLIPConfig:
                         eot_token_id=vocab_size - 1))
 
 
+def is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zip files with a constants.pkl; torch.save writes none."""
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
+
+
+def read_openai_file(path: Path) -> dict:
+    """An OpenAI or open_clip checkpoint file as a dict of tensors, without unpickling Python.
+
+    .safetensors files are read as such, open_clip's .pt files with torch.load(weights_only=True).
+    OpenAI's own .pt files are TorchScript archives, which weights_only refuses: torch.jit.load
+    reads them with TorchScript's own reader, which builds tensors and TorchScript values only,
+    and we keep the state dict, never calling the archive's code.
+    """
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    if zipfile.is_zipfile(path) and is_torchscript(path):
+        with warnings.catch_warnings():  # TorchScript is deprecated; these files still exist
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return dict(torch.jit.load(path, map_location="cpu").state_dict())
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_openai_checkpoint(path: str | os.PathLike, head_width: int = 64) -> CLIP:
-    """A CLIP from an OpenAI or open_clip state-dict file (.pt/.bin read weights-only, or .safetensors)."""
+    """A CLIP from an OpenAI or open_clip checkpoint file (.pt, .bin or .safetensors)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
-    if path.suffix == ".safetensors":
-        state = load_file(path)
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_openai_file(path)
     return load_openai_state_dict(CLIP(clip_config_from_openai(state, head_width)), state)
 
 
 # ---------------------------------------------------------------- BERT (all-MiniLM-L6-v2)
 
-BERT_BLOCK = _pairs("attn.q_proj", "attention.self.query", "attn.k_proj", "attention.self.key",
-                    "attn.v_proj", "attention.self.value", "attn.out_proj", "attention.output.dense",
-                    "ln_1", "attention.output.LayerNorm", "mlp.fc1", "intermediate.dense",
-                    "mlp.fc2", "output.dense", "ln_2", "output.LayerNorm")
+BERT_BLOCK = _column(BLOCK_TENSORS, 3)
 BERT_NAMES = {"token_embedding.weight": "embeddings.word_embeddings.weight",
               "position_embedding": "embeddings.position_embeddings.weight",
               "segment_embedding": "embeddings.token_type_embeddings.weight",
-              **_pairs("ln_embed", "embeddings.LayerNorm")}
+              **dict(_weight_and_bias(("ln_embed", "embeddings.LayerNorm")))}
 # In a BERT checkpoint but not used by a mean-pooling encoder: the index buffer 0..511 and
 # the [CLS] pooler (a dense layer for next-sentence prediction).
 BERT_UNUSED = {"embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"}

@@ -4,7 +4,8 @@ Token ids are embedded, a learned positional embedding is added, and pre-LN bloc
 with a causal mask, so position i only sees tokens 0..i, as in a language model. The
 caption's embedding is then read at the end-of-text token: being last, it is the one
 position that has seen the whole caption. Padding after it needs no mask of its own,
-since the causal mask already keeps every real token from looking ahead at it.
+since the causal mask already keeps every real token from looking ahead at it; it need
+not even be computed.
 """
 
 from __future__ import annotations
@@ -88,13 +89,24 @@ class TextTransformer(nn.Module):
             raise ValueError(f"token ids must lie in [0, {config.vocab_size}), got "
                              f"[{int(ids.min())}, {int(ids.max())}]")
 
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, N) ids -> (B, N, width): token embeddings plus positional embeddings."""
+        self.check_ids(ids)
+        return self.token_embedding(ids) + self.positional_embedding[:ids.shape[1]]
+
     def hidden_states(self, ids: torch.Tensor) -> list[torch.Tensor]:
         """The input to the first block and every block's output, (B, N, width) each."""
-        self.check_ids(ids)
-        length = ids.shape[1]
-        x = self.token_embedding(ids) + self.positional_embedding[:length]  # (B, N, D)
-        return self.transformer.hidden_states(x, causal_mask(length, ids.device))
+        return self.transformer.hidden_states(self.embed(ids), causal_mask(ids.shape[1], ids.device))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.ln_final(self.hidden_states(ids)[-1])                 # (B, N, D)
-        return self.proj(pool_at_eot(x, ids, self.config.eot_token_id))  # (B, embed_dim)
+        self.check_ids(ids)
+        ends = eot_positions(ids, self.config.eot_token_id)  # (B,)
+        # Thanks to the causal mask, nothing after the batch's last end-of-text token can reach
+        # the pooled features, so those positions are not computed at all; and the last block
+        # computes only the end-of-text row, which sees the positions up to its own.
+        ids = ids[:, :int(ends.max()) + 1]
+        length = ids.shape[1]
+        sees = torch.arange(length, device=ids.device) <= ends[:, None]  # (B, N)
+        x = self.transformer.read_out(self.embed(ids), ends[:, None], causal_mask(length, ids.device),
+                                      sees[:, None, None, :])          # (B, 1, D)
+        return self.proj(self.ln_final(x[:, 0]))                        # (B, embed_dim)

@@ -91,6 +91,12 @@ class MultiHeadAttention(nn.Module):
         batch, length, width = x.shape
         return x.view(batch, length, self.heads, width // self.heads).transpose(1, 2)
 
+    @staticmethod
+    def merge_heads(x: torch.Tensor) -> torch.Tensor:
+        """(B, H, N, D / H) -> (B, N, D): the heads side by side again, the inverse of split_heads."""
+        batch, heads, length, head_width = x.shape
+        return x.transpose(1, 2).reshape(batch, length, heads * head_width)
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
@@ -98,8 +104,7 @@ class MultiHeadAttention(nn.Module):
         k = self.split_heads(self.k_proj(context))  # (B, H, Nk, Dh)
         v = self.split_heads(self.v_proj(context))  # (B, H, Nk, Dh)
         out = attention(q, k, v, mask, self.fused)  # (B, H, Nq, Dh)
-        batch, _, length, _ = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))  # (B, Nq, D)
+        return self.out_proj(self.merge_heads(out))  # (B, Nq, D)
 
     def attention_map(self, x: torch.Tensor, context: torch.Tensor | None = None,
                       mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -107,6 +112,11 @@ class MultiHeadAttention(nn.Module):
         context = x if context is None else context
         return attention_weights(self.split_heads(self.q_proj(x)),
                                  self.split_heads(self.k_proj(context)), mask)
+
+
+def pick_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(B, N, D) and (B, R) positions -> (B, R, D): each sequence's rows at its own positions."""
+    return x[torch.arange(len(x), device=x.device)[:, None], rows]
 
 
 def quick_gelu(x: torch.Tensor) -> torch.Tensor:
@@ -157,12 +167,21 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.width, eps=config.norm_eps)
         self.mlp = MLP(config.width, config.mlp_width, config.activation)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D); given rows (B, R) of positions, only their outputs, (B, R, D).
+
+        Keys and values always come from all N positions. With rows, the queries, the MLP
+        and the residual stream shrink to R rows: all that a model which reads out one token
+        needs from its last block. The mask must then fit those R queries: (B, H, R, N).
+        """
+        out = x if rows is None else pick_rows(x, rows)  # (B, R, D)
         if self.pre_norm:
-            x = x + self.attn(self.ln_1(x), mask=mask)
-            return x + self.mlp(self.ln_2(x))
-        x = self.ln_1(x + self.attn(x, mask=mask))
-        return self.ln_2(x + self.mlp(x))
+            h = self.ln_1(x)
+            out = out + self.attn(h if rows is None else pick_rows(h, rows), h, mask)
+            return out + self.mlp(self.ln_2(out))
+        out = self.ln_1(out + self.attn(out, x, mask))
+        return self.ln_2(out + self.mlp(out))
 
 
 class Transformer(nn.Module):
@@ -181,6 +200,15 @@ class Transformer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.hidden_states(x, mask)[-1]
+
+    def read_out(self, x: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor | None = None,
+                 rows_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The last block's output at rows (B, R) only, (B, R, width); the blocks before see
+        ``mask``, the R queries of the last one ``rows_mask``. CLIP's towers read out one token."""
+        *body, last = self.blocks
+        for block in body:
+            x = block(x, mask)
+        return last(x, rows_mask, rows)
 
 
 def set_fused_attention(model: nn.Module, fused: bool) -> nn.Module:

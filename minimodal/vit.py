@@ -101,5 +101,7 @@ class VisionTransformer(nn.Module):
         return self.transformer.hidden_states(self.embed(pixels))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        tokens = self.hidden_states(pixels)[-1]     # (B, 1 + N, D)
-        return self.proj(self.ln_post(tokens[:, 0]))  # (B, embed_dim)
+        tokens = self.embed(pixels)                                                     # (B, 1 + N, D)
+        # Only the class token is read out, so the last block computes that one row.
+        first = torch.zeros(len(tokens), 1, dtype=torch.long, device=tokens.device)    # (B, 1)
+        return self.proj(self.ln_post(self.transformer.read_out(tokens, first)[:, 0]))  # (B, embed_dim)

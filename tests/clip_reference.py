@@ -4,13 +4,16 @@ The reference is built from a transformers config (random init, no download); mi
 model gets its weights through convert.load_hf_state_dict, the loader under test.
 """
 
+import pytest
 import torch
 from transformers import CLIPConfig as HFCLIPConfig
 from transformers import CLIPModel
 
+from minimodal.check import assert_close, assert_close_layers
 from minimodal.clip import CLIP, CLIPConfig
-from minimodal.convert import load_hf_state_dict
+from minimodal.convert import CheckpointMismatch, load_hf_state_dict
 from minimodal.text import TextConfig
+from minimodal.transformer import set_fused_attention
 from minimodal.vit import VisionConfig
 
 # (vision: image, patch, width, layers, heads; text: vocab, context, width, layers, heads; embed)
@@ -66,3 +69,32 @@ def sample_inputs(config: CLIPConfig, batch: int = 3, seed: int = 1):
         ids[row, length] = t.eot_token_id
         ids[row, length + 1:] = 0
     return pixels, ids
+
+
+def assert_tower_matches_transformers(shape: str, tower: str, attn: str) -> None:
+    """One tower of a SMALL_SHAPES model against transformers' at every layer and at the
+    projected embedding, with minimodal's attention fused and written out."""
+    config = CLIPConfig(*SMALL_SHAPES[shape])
+    mine, reference = twins(config, attn)
+    pixels, ids = sample_inputs(config)
+    if tower == "vision":
+        ours, theirs, projection, inputs = mine.visual, reference.vision_model, reference.visual_projection, pixels
+    else:
+        ours, theirs, projection, inputs = mine.text, reference.text_model, reference.text_projection, ids
+    with torch.no_grad():
+        out = theirs(inputs, output_hidden_states=True)
+        expected = projection(out.pooler_output)
+        for fused in (True, False):
+            set_fused_attention(mine, fused)
+            against = f"transformers {type(theirs).__name__} ({attn}, minimodal fused={fused})"
+            assert_close_layers(ours.hidden_states(inputs), out.hidden_states,
+                                what=f"{shape} {tower} hidden states", against=against)
+            assert_close(ours(inputs), expected, what=f"{shape} {tower} embeddings", against=against,
+                         atol=1e-5, rtol=1e-5)
+
+
+def mismatch_message(load, model, state: dict) -> str:
+    """What a strict loader says when ``state`` does not fit ``model`` (it must refuse)."""
+    with pytest.raises(CheckpointMismatch) as error:
+        load(model, state)
+    return str(error.value)

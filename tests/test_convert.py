@@ -2,6 +2,7 @@
 
 import importlib
 import importlib.util
+import subprocess
 import sys
 import types
 from dataclasses import replace
@@ -11,13 +12,15 @@ import pytest
 import torch
 from transformers import CLIPModel
 
-from clip_reference import SMALL_SHAPES, hf_config_for, sample_inputs, twins
+from clip_reference import SMALL_SHAPES, hf_config_for, mismatch_message, sample_inputs, twins
 from minimodal.check import assert_close, assert_close_layers
 from minimodal.clip import CLIP, CLIPConfig
-from minimodal.convert import (CheckpointMismatch, clip_config_from_hf, clip_config_from_openai,
-                               find_in_hf_cache, load_hf_checkpoint, load_hf_state_dict,
+from minimodal.convert import (clip_config_from_hf, clip_config_from_openai, find_in_hf_cache,
+                               hf_cache_dirs, load_hf_checkpoint, load_hf_state_dict,
                                load_openai_checkpoint, load_openai_state_dict, load_pretrained,
                                save_hf_checkpoint, to_hf_state_dict, to_openai_state_dict)
+from minimodal.text import TextConfig
+from minimodal.vit import VisionConfig
 
 TINY = CLIPConfig(*SMALL_SHAPES["tiny"])
 
@@ -116,12 +119,28 @@ def test_model_id_is_found_in_the_hub_cache(tmp_path, monkeypatch):
 
 
 def test_hf_home_is_searched_and_a_missing_model_says_where_it_looked(tmp_path, monkeypatch):
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
     with pytest.raises(FileNotFoundError) as error:
         load_pretrained("openai/clip-vit-base-patch32")
     where = tmp_path / "home" / "hub" / "models--openai--clip-vit-base-patch32" / "snapshots"
     assert str(where) in str(error.value)
+
+
+@pytest.mark.parametrize("environment", [
+    {}, {"HF_HOME": "/data/hf"}, {"XDG_CACHE_HOME": "/data/xdg"}, {"HF_HUB_CACHE": "/data/hub"},
+    {"HUGGINGFACE_HUB_CACHE": "/data/old-hub", "HF_HOME": "/data/hf"},
+    {"HF_HUB_CACHE": "/data/hub", "HF_HOME": "/data/hf", "XDG_CACHE_HOME": "/data/xdg"},
+])
+def test_cache_folder_is_where_huggingface_hub_puts_it(environment, monkeypatch):
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    hub = subprocess.run([sys.executable, "-c", "import huggingface_hub.constants as c; print(c.HF_HUB_CACHE)"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert hf_cache_dirs() == [Path(hub)]
 
 
 def test_transformers_loader_names_missing_unexpected_and_misshapen_tensors():
@@ -130,9 +149,7 @@ def test_transformers_loader_names_missing_unexpected_and_misshapen_tensors():
     del state["vision_model.encoder.layers.1.mlp.fc2.bias"]
     state["text_model.encoder.layers.7.self_attn.q_proj.weight"] = torch.zeros(3)
     state["text_projection.weight"] = torch.zeros(5, 48)
-    with pytest.raises(CheckpointMismatch) as error:
-        load_hf_state_dict(CLIP(TINY), state)
-    message = str(error.value)
+    message = mismatch_message(load_hf_state_dict, CLIP(TINY), state)
     assert "missing (1): vision_model.encoder.layers.1.mlp.fc2.bias" in message
     assert "unexpected (1): text_model.encoder.layers.7.self_attn.q_proj.weight" in message
     assert "text_projection.weight (5, 48) (expected (32, 48))" in message
@@ -190,16 +207,54 @@ def test_openai_state_dict_loads_and_matches_open_clip(open_clip_model):
     state = reference.state_dict()
     assert clip_config_from_openai(state, head_width=16) == config
     mine = load_openai_state_dict(CLIP(config), state).eval()
-    pixels, ids = sample_inputs(config)
-    with torch.no_grad():
-        assert_close(mine.encode_image(pixels), reference.encode_image(pixels),
-                     what="image embeddings from an OpenAI state dict", against="open_clip CLIP")
-        assert_close(mine.encode_text(ids), reference.encode_text(ids),
-                     what="text embeddings from an OpenAI state dict", against="open_clip CLIP")
+    assert_same_embeddings(mine, reference, config, "from an OpenAI state dict")
     exported = to_openai_state_dict(mine)
     assert exported.keys() == state.keys()
     for key in state:
         assert torch.equal(exported[key], state[key]), f"{key} changed in the round trip"
+
+
+def assert_same_embeddings(mine: CLIP, reference, config: CLIPConfig, source: str) -> None:
+    """minimodal's CLIP and an open_clip CLIP embed the same sample images and captions alike."""
+    pixels, ids = sample_inputs(config)
+    with torch.no_grad():
+        assert_close(mine.encode_image(pixels), reference.encode_image(pixels),
+                     what=f"image embeddings {source}", against="open_clip CLIP")
+        assert_close(mine.encode_text(ids), reference.encode_text(ids),
+                     what=f"text embeddings {source}", against="open_clip CLIP")
+
+
+def test_openai_export_loads_in_open_clips_own_openai_loader(open_clip_model):
+    """open_clip's build_model_from_openai_state_dict reads the architecture off the names and
+    shapes (heads of width 64) and loads strictly: our export must be a real OpenAI state dict."""
+    config = CLIPConfig(VisionConfig(32, 8, 128, 2, 2, embed_dim=32),
+                        TextConfig(100, 16, 64, 2, 1, embed_dim=32, eot_token_id=99))
+    torch.manual_seed(0)
+    mine = CLIP(config).eval()
+    with torch.no_grad():
+        for p in mine.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # LayerNorms away from (1, 0): a swap would show
+    state = to_openai_state_dict(mine)
+    reference = open_clip_model.build_model_from_openai_state_dict(dict(state), cast_dtype=None)
+    reference.float().load_state_dict(state)  # it keeps OpenAI's fp16 weights; compare in fp32
+    assert_same_embeddings(mine, reference, config, "exported in OpenAI's format")
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_openai_torchscript_release_file_loads(open_clip_model, tmp_path):
+    """OpenAI released TorchScript archives holding three integers among the weights."""
+    config = TINY  # head width 16
+    reference = open_clip_twin(open_clip_model, config, head_width=16)
+    for name, value in (("input_resolution", 32), ("context_length", 16), ("vocab_size", 100)):
+        vars(reference).pop(name, None)  # open_clip keeps two of them as plain int attributes
+        reference.register_buffer(name, torch.tensor(value))
+    pixels, ids = sample_inputs(config)
+    traced = torch.jit.trace_module(reference, {"encode_image": (pixels,), "encode_text": (ids,)},
+                                    check_trace=False)
+    torch.jit.save(traced, tmp_path / "ViT-tiny.pt")
+    mine = load_openai_checkpoint(tmp_path / "ViT-tiny.pt", head_width=16).eval()
+    assert mine.config == config
+    assert_same_embeddings(mine, reference, config, "from a TorchScript archive")
 
 
 def test_open_clip_training_checkpoint_file_loads(open_clip_model, tmp_path):
@@ -209,20 +264,13 @@ def test_open_clip_training_checkpoint_file_loads(open_clip_model, tmp_path):
     checkpoint = {"epoch": 3, "state_dict": {f"module.{k}": v for k, v in reference.state_dict().items()}}
     torch.save(checkpoint, tmp_path / "epoch_3.pt")
     mine = load_openai_checkpoint(tmp_path / "epoch_3.pt", head_width=32).eval()
-    pixels, ids = sample_inputs(config)
-    with torch.no_grad():
-        assert_close(mine.encode_image(pixels), reference.encode_image(pixels),
-                     what="image embeddings from an open_clip checkpoint", against="open_clip CLIP")
-        assert_close(mine.encode_text(ids), reference.encode_text(ids),
-                     what="text embeddings from an open_clip checkpoint", against="open_clip CLIP")
+    assert_same_embeddings(mine, reference, config, "from an open_clip checkpoint")
 
 
 def test_openai_loader_names_bad_tensors():
     state = to_openai_state_dict(CLIP(TINY))
     del state["visual.transformer.resblocks.0.attn.in_proj_weight"]
     state["visual.proj"] = torch.zeros(32, 64)
-    with pytest.raises(CheckpointMismatch) as error:
-        load_openai_state_dict(CLIP(TINY), state)
-    message = str(error.value)
+    message = mismatch_message(load_openai_state_dict, CLIP(TINY), state)
     assert "missing (1): visual.transformer.resblocks.0.attn.in_proj_weight" in message
     assert "visual.proj (32, 64) (expected (64, 32))" in message

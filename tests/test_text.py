@@ -3,11 +3,10 @@
 import pytest
 import torch
 
-from clip_reference import SMALL_SHAPES, sample_inputs, twins
-from minimodal.check import assert_close, assert_close_layers
+from clip_reference import SMALL_SHAPES, assert_tower_matches_transformers, sample_inputs, twins
+from minimodal.check import assert_close
 from minimodal.clip import CLIPConfig
 from minimodal.text import TextConfig, TextTransformer, eot_positions, pool_at_eot
-from minimodal.transformer import set_fused_attention
 
 EOT = 9
 
@@ -55,16 +54,19 @@ def test_a_token_never_sees_the_tokens_after_it():
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("shape", sorted(SMALL_SHAPES))
 def test_small_text_encoders_match_transformers(shape, attn):
-    vision, text = SMALL_SHAPES[shape]
-    config = CLIPConfig(vision, text)
-    mine, reference = twins(config, attn)
-    _, ids = sample_inputs(config)
+    assert_tower_matches_transformers(shape, "text", attn)
+
+
+def test_short_captions_are_cut_at_the_last_end_of_text_and_still_match_transformers():
+    """forward computes only up to the batch's last end-of-text token; transformers computes all 16."""
+    config = CLIPConfig(*SMALL_SHAPES["tiny"])
+    mine, reference = twins(config)
+    _, ids = sample_inputs(config, batch=4)
+    ids[:, 7:] = 0
+    ids[:, 6] = config.text.eot_token_id  # every caption ends by position 6; row 3 earlier still
+    ids[3, 3:] = 0
+    ids[3, 2] = config.text.eot_token_id
     with torch.no_grad():
-        out = reference.text_model(input_ids=ids, output_hidden_states=True)
-        expected = reference.text_projection(out.pooler_output)
-        for fused in (True, False):
-            set_fused_attention(mine, fused)
-            assert_close_layers(mine.text.hidden_states(ids), out.hidden_states,
-                                what=f"{shape} text hidden states", against=f"CLIPTextModel ({attn})")
-            assert_close(mine.encode_text(ids), expected, what=f"{shape} text embeddings",
-                         against=f"CLIPModel.get_text_features ({attn})", atol=1e-5, rtol=1e-5)
+        expected = reference.get_text_features(input_ids=ids).pooler_output
+        assert_close(mine.encode_text(ids), expected, what="embeddings of short captions",
+                     against="CLIPModel.get_text_features", atol=1e-5, rtol=1e-5)

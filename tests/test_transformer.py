@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from clip_reference import mismatch_message
 from minimodal.check import assert_close, assert_close_layers
 from minimodal.transformer import (MLP, Block, MultiHeadAttention, TransformerConfig, attention,
                                    attention_weights, causal_mask, mean_pool, padding_mask,
@@ -106,12 +107,17 @@ def test_block_matches_torch_transformer_encoder_layer(pre_norm):
             ours.load_state_dict(torch_module.state_dict())
     x = torch.randn(2, 5, 16)
     real = torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
+    rows = torch.tensor([[4, 0], [2, 1]])  # a few real positions of each sequence
     with torch.no_grad():
         expected = theirs(x, src_key_padding_mask=real == 0)
         actual = mine(x, padding_mask(real))
+        at_rows = mine(x, padding_mask(real), rows)
     # torch's fast path may zero the padded rows: compare the real positions
+    arrangement = f"{'pre' if pre_norm else 'post'}-LN block"
     assert_close(actual[real.bool()], expected[real.bool()],
-                 what=f"{'pre' if pre_norm else 'post'}-LN block", against="torch.nn.TransformerEncoderLayer")
+                 what=arrangement, against="torch.nn.TransformerEncoderLayer")
+    assert_close(at_rows, expected[torch.arange(2)[:, None], rows], what=f"{arrangement} at a few rows",
+                 against="torch.nn.TransformerEncoderLayer at those rows")
 
 
 def test_mean_pool_averages_only_real_tokens():
@@ -165,16 +171,14 @@ def test_minilm_hidden_states_match_transformers_bert(minilm):
 
 
 def test_bert_loader_is_strict(minilm):
-    from minimodal.convert import CheckpointMismatch, load_bert_state_dict, minilm_folder, read_weights
+    from minimodal.convert import load_bert_state_dict, minilm_folder, read_weights
     state = read_weights(minilm_folder())
     _, _, mine = minilm
     broken = dict(state)
     del broken["encoder.layer.3.attention.self.key.bias"]
     broken["encoder.layer.9.output.dense.weight"] = torch.zeros(1)
     broken["embeddings.word_embeddings.weight"] = state["embeddings.word_embeddings.weight"][:100]
-    with pytest.raises(CheckpointMismatch) as error:
-        load_bert_state_dict(mine, broken)
-    message = str(error.value)
+    message = mismatch_message(load_bert_state_dict, mine, broken)
     assert "missing (1): encoder.layer.3.attention.self.key.bias" in message
     assert "unexpected (1): encoder.layer.9.output.dense.weight" in message
     assert "embeddings.word_embeddings.weight (100, 384) (expected (30522, 384))" in message

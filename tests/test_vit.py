@@ -4,10 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clip_reference import SMALL_SHAPES, sample_inputs, twins
-from minimodal.check import assert_close, assert_close_layers
-from minimodal.clip import CLIPConfig
-from minimodal.transformer import set_fused_attention
+from clip_reference import SMALL_SHAPES, assert_tower_matches_transformers
 from minimodal.vit import VisionConfig, VisionTransformer, patchify
 
 
@@ -47,16 +44,4 @@ def test_wrong_pixel_shape_is_refused_with_the_expected_shape():
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("shape", sorted(SMALL_SHAPES))
 def test_small_vits_match_transformers(shape, attn):
-    vision, text = SMALL_SHAPES[shape]
-    config = CLIPConfig(vision, text)
-    mine, reference = twins(config, attn)
-    pixels, _ = sample_inputs(config)
-    with torch.no_grad():
-        out = reference.vision_model(pixel_values=pixels, output_hidden_states=True)
-        expected = reference.visual_projection(out.pooler_output)
-        for fused in (True, False):
-            set_fused_attention(mine, fused)
-            assert_close_layers(mine.visual.hidden_states(pixels), out.hidden_states,
-                                what=f"{shape} ViT hidden states", against=f"CLIPVisionModel ({attn})")
-            assert_close(mine.encode_image(pixels), expected, what=f"{shape} image embeddings",
-                         against=f"CLIPModel.get_image_features ({attn})", atol=1e-5, rtol=1e-5)
+    assert_tower_matches_transformers(shape, "vision", attn)
