@@ -1,0 +1,83 @@
+"""Graded checks for exercises/04_text_encoder.ipynb: the causal mask and end-of-text pooling.
+
+Pooling is checked twice. First on ids like CLIP's tokenizer makes them, where the
+end-of-text id is the largest in the vocabulary and padding is 0: reading the last position
+fails there. Then where neither shortcut holds: the end-of-text id is smaller than other
+ids, and the padding repeats it (as transformers' tokenizer does), so an argmax over the
+ids or the last end-of-text in the row both land on the wrong position.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minimodal.grading.checks import Check, expect_close, expect_equal, expect_tensor
+from minimodal.text import eot_positions, pool_at_eot
+from minimodal.transformer import causal_mask
+
+NOTEBOOK = "04_text_encoder"
+
+
+def _check_causal_mask(fn, seed: int) -> None:
+    for n in (1, 2, 5, 9):
+        got = expect_tensor(fn(n), shape=(n, n), what=f"causal_mask({n})")
+        if got.dtype != torch.bool:
+            raise AssertionError(f"causal_mask({n}) has dtype {got.dtype}; return a boolean tensor "
+                                 f"(True where a query may look)")
+        expected = causal_mask(n)
+        if n > 1 and torch.equal(got, expected.T):
+            raise AssertionError(f"causal_mask({n}) is the upper triangle: rows are queries, columns "
+                                 f"keys, and query i may look at keys 0..i, on and below the diagonal")
+        if torch.equal(got, expected.tril(-1)):
+            raise AssertionError(f"causal_mask({n}) hides the diagonal: a token may look at itself "
+                                 f"(and the first token has nothing else to look at)")
+        expect_equal(got.tolist(), expected.tolist(), what=f"causal_mask({n})")
+
+
+def _captions(g: torch.Generator, batch: int, length: int, eot: int, low: int, high: int,
+              pad: int) -> torch.Tensor:
+    """(batch, length) ids drawn from [low, high), each row ending in eot at a random place, then pad."""
+    ids = torch.randint(low, high, (batch, length), generator=g)
+    ends = torch.randint(1, length - 1, (batch,), generator=g)
+    ends[0] = length - 1  # one caption that fills the whole context
+    for row, end in enumerate(ends.tolist()):
+        ids[row, end] = eot
+        ids[row, end + 1:] = pad
+    return ids
+
+
+def _expect_pooled(fn, x: torch.Tensor, ids: torch.Tensor, eot: int, situation: str) -> None:
+    got = expect_tensor(fn(x, ids, eot), shape=(x.shape[0], x.shape[2]), what=f"pool_at_eot {situation}")
+    positions = eot_positions(ids, eot)
+    for row in range(len(x)):
+        if not torch.allclose(got[row], x[row, positions[row]]):
+            read = [j for j in range(x.shape[1]) if torch.allclose(got[row], x[row, j])]
+            where = f"position {read[0]}" if read else "no single position"
+            raise AssertionError(f"pool_at_eot {situation}: row {row} has its first end-of-text token at "
+                                 f"position {int(positions[row])}, but your answer is the features at {where}")
+    expect_close(got, pool_at_eot(x, ids, eot), what=f"pool_at_eot {situation}")
+
+
+def _check_pool_like_clip(fn, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for batch, length, width in [(4, 12, 8), (6, 20, 3)]:
+        ids = _captions(g, batch, length, eot=999, low=1, high=999, pad=0)
+        x = torch.randn(batch, length, width, generator=g)
+        _expect_pooled(fn, x, ids, 999, "on CLIP-style ids (end-of-text 999 is the largest id, pad 0)")
+
+
+def _check_pool_by_id(fn, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for batch, length, width in [(4, 12, 8), (5, 16, 3)]:
+        ids = _captions(g, batch, length, eot=2, low=3, high=500, pad=2)
+        x = torch.randn(batch, length, width, generator=g)
+        _expect_pooled(fn, x, ids, 2, "when end-of-text is id 2, below the other ids, and also pads "
+                                      "the row: find it by its id, and take the first one")
+
+
+CHECKS = [
+    Check("causal mask: True on and below the diagonal", "causal_mask", 2, _check_causal_mask, timeout=5),
+    Check("pools at the end-of-text token of CLIP-style ids", "pool_at_eot", 2, _check_pool_like_clip,
+          timeout=5),
+    Check("finds the first end-of-text by its id", "pool_at_eot", 2, _check_pool_by_id, timeout=5),
+]

@@ -1,0 +1,134 @@
+"""Graded checks for exercises/02_transformer.ipynb: attention with masks, and the head split.
+
+Attention is checked in two ways that catch different mistakes: its values without a mask
+against minimodal's written-out attention, and, with masks, the weights themselves. Feeding
+the identity matrix as the values makes the output *be* the weight table, so a check can
+see whether masked keys got exactly zero and whether each row still sums to one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from minimodal.grading.checks import Check, expect_close, expect_tensor
+from minimodal.transformer import MultiHeadAttention, attention, causal_mask, padding_mask
+
+NOTEBOOK = "02_transformer"
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _name_the_mistake(actual: torch.Tensor, variants: dict[str, torch.Tensor]) -> str:
+    """The hint of the first classic mistake the learner's answer reproduces, or ''."""
+    for hint, wrong in variants.items():
+        if actual.shape == wrong.shape and torch.allclose(actual.float(), wrong, atol=1e-5, equal_nan=True):
+            return hint
+    return ""
+
+
+def _expect_like(actual, expected: torch.Tensor, variants: dict[str, torch.Tensor], what: str) -> None:
+    """expect_close, and when it fails, say which classic mistake the answer looks like."""
+    try:
+        expect_close(actual, expected, what=what)
+    except AssertionError as error:
+        hint = _name_the_mistake(actual, variants) if isinstance(actual, torch.Tensor) else ""
+        raise AssertionError(f"{error}. {hint}" if hint else str(error)) from None
+
+
+def _check_attention_values(fn, seed: int) -> None:
+    g = _gen(seed)
+    for shape_q, keys, d in [((5, 4), 7, 4), ((2, 3, 6), 6, 16), ((2, 4, 9), 5, 64)]:
+        q = torch.randn(*shape_q, d, generator=g)
+        k = torch.randn(*shape_q[:-1], keys, d, generator=g)
+        v = torch.randn(*shape_q[:-1], keys, d, generator=g)
+        scores = q @ k.transpose(-2, -1)
+        variants = {
+            "Divide the scores by √d, the square root of the head width, not by d":
+                (scores / d).softmax(-1) @ v,
+            "The scores need dividing by √d before the softmax": scores.softmax(-1) @ v,
+            "Take the softmax over the keys (the last dimension), not over the queries":
+                (scores / math.sqrt(d)).softmax(-2) @ v,
+        }
+        _expect_like(fn(q, k, v), attention(q, k, v, fused=False), variants,
+                     f"attention with q {tuple(q.shape)}, k and v {tuple(k.shape)}")
+
+
+def _masks(seed: int) -> list[tuple[str, torch.Tensor]]:
+    """(description, boolean mask) pairs: causal, padding, both, and a random one."""
+    g = _gen(seed)
+    lengths = torch.tensor([6, 4, 1])
+    real = (torch.arange(6) < lengths[:, None]).long()  # (3, 6) 1 for real tokens
+    scattered = torch.rand(3, 1, 6, 6, generator=g) > 0.5
+    scattered[..., 0] = True  # every query may see at least one key
+    return [("the causal mask", causal_mask(6)),
+            ("a padding mask (B, 1, 1, N)", padding_mask(real)),
+            ("causal and padding masks together", causal_mask(6) & padding_mask(real)),
+            ("a random mask", scattered)]
+
+
+def _mask_mistakes(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The weight tables that classic masking mistakes produce, keyed by the hint for each."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return {
+        "the mask is read the wrong way round: rows are queries, columns keys, and the causal mask "
+        "lets query i see keys 0..i, the lower triangle":
+            scores.masked_fill(~mask.transpose(-2, -1), float("-inf")).softmax(-1),
+        "masked scores must be -inf, not 0: exp(0) = 1 still gives them weight":
+            scores.masked_fill(~mask, 0.0).softmax(-1),
+        "apply the mask to the scores before the softmax, not to its output":
+            scores.softmax(-1).masked_fill(~mask, 0.0),
+    }
+
+
+def _check_attention_masks(fn, seed: int) -> None:
+    g = _gen(seed)
+    q, k = torch.randn(3, 2, 6, 8, generator=g), torch.randn(3, 2, 6, 8, generator=g)
+    identity = torch.eye(6).expand(3, 2, 6, 6)  # values = one-hot rows: the output is the weights
+    for description, mask in _masks(seed):
+        mask = mask.expand(3, 2, 6, 6)
+        weights = expect_tensor(fn(q, k, identity, mask), shape=(3, 2, 6, 6),
+                                what=f"attention with {description}")
+        if not torch.isfinite(weights).all():
+            raise AssertionError(f"attention with {description} gave inf or nan although every query "
+                                 f"may see at least one key: True in the mask means 'may look', so fill "
+                                 f"the scores where the mask is False")
+        leak = weights.masked_fill(mask, 0).abs().max().item()
+        sums = weights.sum(-1)
+        if leak > 1e-6 or (sums - 1).abs().max() > 1e-5:
+            hint = _name_the_mistake(weights, _mask_mistakes(q, k, mask))
+            raise AssertionError(f"with {description}, masked keys got weight up to {leak:.3g} and a "
+                                 f"query's weights sum to {sums.min().item():.3f}..{sums.max().item():.3f} "
+                                 f"(expected 0 and 1)" + (f": {hint}" if hint else ""))
+
+
+def _check_split_heads(fn, seed: int) -> None:
+    g = _gen(seed)
+    for batch, length, width, heads in [(2, 5, 8, 2), (1, 7, 12, 3), (3, 4, 16, 4)]:
+        x = torch.randn(batch, length, width, generator=g)
+        variants = {"view(B, H, N, D/H) mixes positions into heads: view as (B, N, H, D/H), then "
+                    "swap N and H": x.reshape(batch, heads, length, width // heads)}
+        _expect_like(fn(x, heads), MultiHeadAttention(width, heads).split_heads(x), variants,
+                     f"split_heads of {tuple(x.shape)} into {heads} heads")
+
+
+def _check_merge_heads(fn, seed: int) -> None:
+    g = _gen(seed)
+    for shape in [(2, 2, 5, 4), (1, 3, 7, 4), (3, 4, 4, 4)]:
+        x = torch.randn(*shape, generator=g)
+        batch, heads, length, head_width = shape
+        variants = {"swap the head and position dimensions back before reshaping to (B, N, D)":
+                    x.reshape(batch, length, heads * head_width)}
+        _expect_like(fn(x), MultiHeadAttention.merge_heads(x), variants, f"merge_heads of {shape}")
+
+
+CHECKS = [
+    Check("softmax(q·kᵀ/√d)·v without a mask", "attention", 2, _check_attention_values, timeout=5),
+    Check("masked keys get zero weight, rows still sum to one", "attention", 3,
+          _check_attention_masks, timeout=5),
+    Check("split (B, N, D) into (B, H, N, D/H)", "split_heads", 2, _check_split_heads, timeout=5),
+    Check("merge (B, H, N, D/H) back into (B, N, D)", "merge_heads", 2, _check_merge_heads, timeout=5),
+]
