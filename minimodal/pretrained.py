@@ -1,0 +1,241 @@
+"""The course's pretrained CLIP: a small model trained on the shapes world, from a seed.
+
+No real CLIP weights can be downloaded here, so the course makes its own reference: a
+tiny CLIP trained contrastively on shapes-world images and their captions, exported in
+transformers' format. Later lessons and the tests load it; one command rebuilds it:
+
+    python -m minimodal.pretrained            # -> build/checkpoints/shapes-clip/
+
+What the checkpoint expects:
+- images: 64x64 RGB shapes-world renders, scaled to [0, 1], then normalized with CLIP's
+  per-channel mean and std (``normalize`` below). Shapes images are rendered at the
+  model's size, so there is no resize or crop.
+- text: CLIP's BPE tokenizer (its 49,408-token vocabulary, saved in the folder too),
+  24 tokens per caption instead of 77; shapes captions need at most 17.
+
+The red triangle is held out: no training image contains one, so lesson 07 can ask
+whether the model composes "red" and "triangle" it has only seen apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from minimodal.clip import CLIP, CLIPConfig, MAX_LOGIT_SCALE
+from minimodal.convert import hf_config, load_hf_checkpoint, save_hf_checkpoint
+from minimodal.data.shapes import COLORS, SHAPES, ShapesConfig, ShapesWorld
+from minimodal.data.transforms import CLIP_MEAN, CLIP_STD
+from minimodal.device import pick_device, seed_everything
+from minimodal.loss import clip_loss
+from minimodal.text import TextConfig
+from minimodal.tokenizer import CLIPTokenizer
+from minimodal.train import History, TrainConfig, train
+from minimodal.vit import VisionConfig
+from minimodal.zeroshot import ZeroShotClassifier
+
+CHECKPOINT = Path(__file__).resolve().parents[1] / "build" / "checkpoints" / "shapes-clip"
+IMAGE_SIZE = 64
+CONTEXT_LENGTH = 24
+HOLDOUT = frozenset({("red", "triangle")})
+
+
+def shapes_clip_config() -> CLIPConfig:
+    """Two layers, 64 wide, in each tower: 64 patches of 8x8 pixels, captions of 24 tokens."""
+    return CLIPConfig(
+        vision=VisionConfig(image_size=IMAGE_SIZE, patch_size=8, width=64, layers=2, heads=4,
+                            embed_dim=64),
+        text=TextConfig(context_length=CONTEXT_LENGTH, width=64, layers=2, heads=4, embed_dim=64))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides the trained weights, besides the code."""
+
+    seed: int = 0
+    steps: int = 400
+    batch_size: int = 64
+    pool_size: int = 2048      # training scenes, rendered once and drawn from at every step
+    max_shapes: int = 2        # shapes per training scene: 1 or 2 (see training_batches)
+    lr: float = 3e-3
+    warmup_steps: int = 40
+    weight_decay: float = 0.1
+
+
+def shapes_world(min_shapes: int = 1, max_shapes: int = 4, seed: int = 0) -> ShapesWorld:
+    """The world the model is trained on (and variants for probing it): 64x64, red triangles held out."""
+    return ShapesWorld(ShapesConfig(image_size=IMAGE_SIZE, min_shapes=min_shapes,
+                                    max_shapes=max_shapes, holdout=HOLDOUT, seed=seed))
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> CLIP's normalization, the input the checkpoint expects."""
+    mean = torch.tensor(CLIP_MEAN, device=images.device).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=images.device).view(3, 1, 1)
+    return (images - mean) / std
+
+
+@functools.cache
+def tokenizer() -> CLIPTokenizer:
+    """CLIP's tokenizer, padding to this model's 24 tokens."""
+    tok = CLIPTokenizer.from_openai()
+    tok.context_length = CONTEXT_LENGTH  # its __call__ pads (and checks lengths) to this
+    return tok
+
+
+def tokenize(texts: list[str]) -> torch.Tensor:
+    """Captions -> (B, 24) ids; a caption longer than 24 tokens is an error, never cut."""
+    return tokenizer()(texts)
+
+
+def color_shape_classes() -> list[str]:
+    """The 18 colour-and-shape classes, written as captions: "a red circle", "an orange square"..."""
+    return [f"{'an' if color[0] in 'aeiou' else 'a'} {color} {shape}"
+            for color in COLORS for shape in SHAPES]
+
+
+def color_shape_labels(scenes) -> torch.Tensor:
+    """(B,) class index of each single-shape scene, in the order of color_shape_classes."""
+    if any(len(scene) != 1 for scene in scenes):
+        raise ValueError("colour-and-shape labels need scenes of exactly one shape")
+    return torch.tensor([list(COLORS).index(s.color) * len(SHAPES) + SHAPES.index(s.shape)
+                         for (s,) in scenes])
+
+
+@functools.cache
+def single_shapes(split: str, n: int):
+    """n single-shape scenes of a split (rendered once, then reused)."""
+    return shapes_world(min_shapes=1, max_shapes=1).sample(split, n)
+
+
+def zero_shot_accuracy(model: CLIP, split: str = "test", n: int = 540,
+                       templates: tuple[str, ...] = ("{}",)) -> float:
+    """Zero-shot accuracy over the 18 classes on n single-shape images of a split.
+
+    "test" images are unseen scenes of the 17 trained pairs; "holdout" images are all red
+    triangles, the pair the model never saw.
+    """
+    batch = single_shapes(split, n)
+    device = next(model.parameters()).device
+    classifier = ZeroShotClassifier(model, tokenize, color_shape_classes(), templates)
+    with torch.no_grad():
+        predictions = classifier.predict(normalize(batch.images).to(device)).cpu()
+    return (predictions == color_shape_labels(batch.scenes)).float().mean().item()
+
+
+def contrastive_loss(model: CLIP, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Symmetric InfoNCE on a batch of (pixels, ids) pairs."""
+    pixels, ids = batch
+    image = F.normalize(model.encode_image(pixels), dim=-1)   # (B, E)
+    text = F.normalize(model.encode_text(ids), dim=-1)        # (B, E)
+    return clip_loss(image, text, model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE))
+
+
+def training_batches(recipe: Recipe, device: torch.device):
+    """batch_at(step) -> (pixels, ids): a pool of scenes rendered once, a fresh draw each step.
+
+    The draw depends on (seed, step) only, so a resumed run sees the same batches, and no
+    scene appears twice in one batch.
+    """
+    pool = shapes_world(max_shapes=recipe.max_shapes, seed=recipe.seed).sample("train", recipe.pool_size)
+    pixels, ids = normalize(pool.images).to(device), tokenize(pool.captions).to(device)
+
+    def batch_at(step: int):
+        rng = np.random.default_rng([recipe.seed, step])
+        chosen = torch.from_numpy(rng.choice(recipe.pool_size, recipe.batch_size, replace=False))
+        return pixels[chosen.to(device)], ids[chosen.to(device)]
+
+    return batch_at
+
+
+def train_shapes_clip(recipe: Recipe = Recipe(), device: torch.device | str | None = None,
+                      progress: bool = True, eval_every: int = 0) -> tuple[CLIP, History]:
+    """The whole recipe: seed, model, data, AdamW with warmup and cosine decay.
+
+    With ``eval_every``, the history records the zero-shot test accuracy along the way.
+    """
+    device = torch.device(device) if device is not None else pick_device()
+    seed_everything(recipe.seed)
+    model = CLIP(shapes_clip_config())
+    config = TrainConfig(steps=recipe.steps, lr=recipe.lr, weight_decay=recipe.weight_decay,
+                         warmup_steps=recipe.warmup_steps, eval_every=eval_every, progress=progress)
+    evaluate = (lambda m: {"zero-shot accuracy": zero_shot_accuracy(m)}) if eval_every else None
+    history = train(model, contrastive_loss, training_batches(recipe, device), config,
+                    device=device, evaluate=evaluate)
+    return model.eval(), history
+
+
+def export(model: CLIP, folder: str | Path = CHECKPOINT, recipe: Recipe | None = None) -> Path:
+    """Write the model (transformers' CLIPModel format), its tokenizer and its recipe to ``folder``.
+
+    Written beside the folder first and moved in place at the end, so a reader never sees
+    a half-written checkpoint.
+    """
+    folder = Path(folder)
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_hf_checkpoint(model, staging)
+    tokenizer().save_pretrained(staging)
+    if recipe is not None:
+        (staging / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    return folder
+
+
+def is_current(folder: str | Path = CHECKPOINT) -> bool:
+    """Whether ``folder`` holds a checkpoint built by today's recipe and model shape."""
+    folder = Path(folder)
+    try:
+        recipe = json.loads((folder / "recipe.json").read_text())
+        config = json.loads((folder / "config.json").read_text())
+    except FileNotFoundError:
+        return False
+    return recipe == asdict(Recipe()) and config == hf_config(shapes_clip_config())
+
+
+def load_pretrained(folder: str | Path = CHECKPOINT, train_if_missing: bool = True) -> CLIP:
+    """The pretrained shapes CLIP, in eval mode on the CPU; trained and exported first if absent.
+
+    The default folder is rebuilt, too, when it was built by another recipe (an older
+    version of the course): a stale reference checkpoint would make lessons disagree.
+    """
+    folder = Path(folder)
+    missing = not (folder / "config.json").is_file()
+    if missing or (folder == CHECKPOINT and not is_current(folder)):
+        if not train_if_missing:
+            raise FileNotFoundError(f"no checkpoint of the current recipe in {folder}; build it with "
+                                    f"`python -m minimodal.pretrained --out {folder}`")
+        model, _ = train_shapes_clip(Recipe(), progress=False)
+        export(model, folder, Recipe())
+    return load_hf_checkpoint(folder).eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the course's shapes CLIP and export it.")
+    parser.add_argument("--out", type=Path, default=CHECKPOINT, help="checkpoint folder")
+    parser.add_argument("--seed", type=int, default=Recipe.seed)
+    parser.add_argument("--steps", type=int, default=Recipe.steps)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    args = parser.parse_args(argv)
+    recipe = Recipe(seed=args.seed, steps=args.steps)
+    start = time.perf_counter()
+    model, history = train_shapes_clip(recipe, device=args.device)
+    seconds = time.perf_counter() - start
+    print(f"trained {recipe.steps} steps in {seconds:.0f} s; final loss {history.loss[-1]:.3f}")
+    for split in ("test", "holdout"):
+        print(f"zero-shot accuracy on {split} single shapes: {zero_shot_accuracy(model, split):.1%}")
+    print(f"exported to {export(model, args.out, recipe)}")
+
+
+if __name__ == "__main__":
+    main()
