@@ -62,12 +62,12 @@ class Recipe:
     """Everything that decides the trained weights, besides the code."""
 
     seed: int = 0
-    steps: int = 400
-    batch_size: int = 64
-    pool_size: int = 2048      # training scenes, rendered once and drawn from at every step
-    max_shapes: int = 2        # shapes per training scene: 1 or 2 (see training_batches)
+    steps: int = 1600
+    batch_size: int = 64       # scenes with distinct captions (see distinct_captions)
+    pool_size: int = 8192      # training scenes, rendered once and drawn from at every step
+    max_shapes: int = 2        # shapes per training scene: 1 or 2
     lr: float = 3e-3
-    warmup_steps: int = 40
+    warmup_steps: int = 100
     weight_decay: float = 0.1
 
 
@@ -140,21 +140,46 @@ def contrastive_loss(model: CLIP, batch: tuple[torch.Tensor, torch.Tensor]) -> t
     return clip_loss(image, text, model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE))
 
 
+def distinct_captions(captions: list[str], order, batch_size: int) -> list[int]:
+    """The first ``batch_size`` indices in ``order`` whose captions are all different.
+
+    Two images captioned "a red circle" in one batch would each be scored against the
+    other's caption as a wrong answer although it is just as right: a false negative that
+    pushes apart what should be close. Drawing only distinct captions removes them.
+    """
+    seen, chosen = set(), []
+    for index in order:
+        if captions[index] not in seen:
+            seen.add(captions[index])
+            chosen.append(int(index))
+            if len(chosen) == batch_size:
+                return chosen
+    raise ValueError(f"the pool holds only {len(seen)} distinct captions, fewer than a batch of "
+                     f"{batch_size}: use a larger pool or a smaller batch")
+
+
 def training_batches(recipe: Recipe, device: torch.device):
     """batch_at(step) -> (pixels, ids): a pool of scenes rendered once, a fresh draw each step.
 
     The draw depends on (seed, step) only, so a resumed run sees the same batches, and no
-    scene appears twice in one batch.
+    caption appears twice in one batch.
     """
     pool = shapes_world(max_shapes=recipe.max_shapes, seed=recipe.seed).sample("train", recipe.pool_size)
     pixels, ids = normalize(pool.images).to(device), tokenize(pool.captions).to(device)
 
     def batch_at(step: int):
         rng = np.random.default_rng([recipe.seed, step])
-        chosen = torch.from_numpy(rng.choice(recipe.pool_size, recipe.batch_size, replace=False))
-        return pixels[chosen.to(device)], ids[chosen.to(device)]
+        chosen = distinct_captions(pool.captions, rng.permutation(recipe.pool_size), recipe.batch_size)
+        chosen = torch.tensor(chosen, device=device)
+        return pixels[chosen], ids[chosen]
 
     return batch_at
+
+
+def train_config(recipe: Recipe, eval_every: int = 0, progress: bool = True) -> TrainConfig:
+    """The recipe's optimizer settings: AdamW, linear warmup, then cosine decay to zero."""
+    return TrainConfig(steps=recipe.steps, lr=recipe.lr, weight_decay=recipe.weight_decay,
+                       warmup_steps=recipe.warmup_steps, eval_every=eval_every, progress=progress)
 
 
 def train_shapes_clip(recipe: Recipe = Recipe(), device: torch.device | str | None = None,
@@ -166,8 +191,7 @@ def train_shapes_clip(recipe: Recipe = Recipe(), device: torch.device | str | No
     device = torch.device(device) if device is not None else pick_device()
     seed_everything(recipe.seed)
     model = CLIP(shapes_clip_config())
-    config = TrainConfig(steps=recipe.steps, lr=recipe.lr, weight_decay=recipe.weight_decay,
-                         warmup_steps=recipe.warmup_steps, eval_every=eval_every, progress=progress)
+    config = train_config(recipe, eval_every=eval_every, progress=progress)
     evaluate = (lambda m: {"zero-shot accuracy": zero_shot_accuracy(m)}) if eval_every else None
     history = train(model, contrastive_loss, training_batches(recipe, device), config,
                     device=device, evaluate=evaluate)
