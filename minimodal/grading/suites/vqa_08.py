@@ -1,0 +1,162 @@
+"""Graded checks for exercises/08_vqa_lstm.ipynb: the LSTM cell step, the forget bias, fusion, the classifier.
+
+Each check compares the learner's function with minimodal's own on random inputs from the
+seed; when they differ, it tries the classic mistakes (gates in another order, the bias in
+the wrong rows, the concatenation the wrong way round) and names the one that matches.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+from minimodal.grading.checks import Check, expect_close, expect_tensor
+from minimodal.lstm import LSTMCell, init_forget_bias, lstm_cell
+from minimodal.vqa import FusedClassifier, VQAConfig, fuse
+
+NOTEBOOK = "08_vqa_lstm"
+GATES = ("input", "forget", "candidate", "output")
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _cell_inputs(g: torch.Generator, batch: int = 3, inputs: int = 4, hidden: int = 5):
+    x, h, c = (torch.randn(batch, n, generator=g) for n in (inputs, hidden, hidden))
+    weights = (torch.randn(4 * hidden, inputs, generator=g), torch.randn(4 * hidden, hidden, generator=g),
+               torch.randn(4 * hidden, generator=g), torch.randn(4 * hidden, generator=g))
+    return x, h, c, weights
+
+
+def _permuted(weights, order):
+    """The weights with their four gate blocks rearranged: block k becomes block order[k]."""
+    return tuple(torch.cat([w.chunk(4, dim=0)[k] for k in order]) for w in weights)
+
+
+def _explain_cell(fn, x, h, c, weights) -> str:
+    """Which classic mistake the learner's (h, c) looks like, or ''."""
+    got_h, got_c = (t.detach() for t in fn(x, h, c, *weights))
+    for order in itertools.permutations(range(4)):
+        if order == (0, 1, 2, 3):
+            continue
+        want_h, want_c = lstm_cell(x, h, c, *_permuted(weights, order))
+        if torch.allclose(got_h, want_h, atol=1e-5) and torch.allclose(got_c, want_c, atol=1e-5):
+            return (f"your gates read the blocks in the order {', '.join(GATES[k] for k in order)}; "
+                    "torch stacks them input, forget, candidate, output")
+    i, f, g, o = (x @ weights[0].T + weights[2] + h @ weights[1].T + weights[3]).chunk(4, dim=1)
+    if torch.allclose(got_c, torch.sigmoid(f) * c + torch.sigmoid(i) * torch.sigmoid(g), atol=1e-5):
+        return "the candidate g takes a tanh, not a sigmoid: it writes values in (-1, 1)"
+    if torch.allclose(got_c, torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g), atol=1e-5):
+        return "c' is right but h' is not: h' = o * tanh(c'), using the new memory"
+    return ""
+
+
+def _check_cell_values(fn, seed: int) -> None:
+    g = _gen(seed)
+    for batch, inputs, hidden in [(1, 1, 1), (3, 4, 5), (2, 6, 3)]:
+        x, h, c, weights = _cell_inputs(g, batch, inputs, hidden)
+        want_h, want_c = lstm_cell(x, h, c, *weights)
+        result = fn(x, h, c, *weights)
+        if not (isinstance(result, tuple) and len(result) == 2):
+            raise AssertionError(f"lstm_cell should return the pair (h, c), got {type(result).__name__}")
+        try:
+            expect_close(result[0], want_h, what=f"h' for batch {batch}, hidden {hidden}")
+            expect_close(result[1], want_c, what=f"c' for batch {batch}, hidden {hidden}")
+        except AssertionError as error:
+            hint = _explain_cell(fn, x, h, c, weights)
+            raise AssertionError(f"{error}. {hint}" if hint else str(error)) from None
+
+
+def _check_cell_gradients(fn, seed: int) -> None:
+    """Three steps through the learner's cell: a gradient reaches every weight.
+
+    Whether the values are right is the other check's business; this one fails only where
+    the computation leaves autograd (a detach, .item(), .data, torch.no_grad()).
+    """
+    g = _gen(seed)
+    x, h, c, weights = _cell_inputs(g)
+    leaves = [w.clone().requires_grad_(True) for w in weights]
+    state = (h, c)
+    for x_t in [x] + [torch.randn(x.shape, generator=g) for _ in range(2)]:
+        state = fn(x_t, *state, *leaves)
+    expect_tensor(state[0], shape=h.shape, what="h after three steps")
+    if not state[0].requires_grad:
+        raise AssertionError("no gradient reached the weights: h after three steps does not depend on "
+                             "them for autograd; keep the computation in torch (no .detach(), .item(), "
+                             ".data or torch.no_grad())")
+    (state[0].sum() + state[1].pow(2).sum()).backward()
+    for name, leaf in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), leaves):
+        if leaf.grad is None or not torch.isfinite(leaf.grad).all() or not leaf.grad.abs().sum() > 0:
+            raise AssertionError(f"no gradient reached {name}: keep the computation in torch "
+                                 "(no .detach(), .item(), .data or torch.no_grad())")
+
+
+def _check_forget_bias(fn, seed: int) -> None:
+    torch.manual_seed(seed)
+    for hidden, value in [(1, 1.0), (5, 2.5), (3, -0.5)]:
+        cell, expected = LSTMCell(2, hidden), LSTMCell(2, hidden)
+        expected.load_state_dict(cell.state_dict())
+        init_forget_bias(expected, value)
+        fn(cell, value)
+        H = hidden
+        total = (cell.bias_ih + cell.bias_hh).detach()
+        if not torch.allclose(total[H:2 * H], torch.full((H,), value)):
+            if torch.allclose(total[:H], torch.full((H,), value)):
+                raise AssertionError(f"the input gate's rows got the bias: with torch's order "
+                                     f"(input, forget, candidate, output) the forget rows are "
+                                     f"{H}:{2 * H}, the second quarter")
+            if torch.allclose(total[H:2 * H], torch.full((H,), 2 * value)):
+                raise AssertionError("the forget gate adds bias_ih and bias_hh, so setting both to "
+                                     f"{value} gives {2 * value}: put it in one and zero the other")
+            raise AssertionError(f"bias_ih + bias_hh over the forget rows should be {value}, "
+                                 f"got {total[H:2 * H].tolist()}")
+        for name in ("bias_ih", "bias_hh", "weight_ih", "weight_hh"):
+            mine, theirs = getattr(cell, name).detach(), getattr(expected, name).detach()
+            if not torch.allclose(mine, theirs):
+                raise AssertionError(f"{name} changed outside the forget gate's rows: only "
+                                     f"rows {H}:{2 * H} of the biases may change")
+
+
+def _check_fuse(fn, seed: int) -> None:
+    g = _gen(seed)
+    v, q = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+    expect_close(fn(v, q, "product"), fuse(v, q, "product"), what="product fusion of (4, 6) features")
+    got = expect_tensor(fn(v, q, "concat"), what="concat fusion of (4, 6) features")
+    if got.shape == (8, 6):
+        raise AssertionError("concat fusion has shape (8, 6): join the features (dim=-1), not the batch")
+    if got.shape == (4, 12) and torch.equal(got, torch.cat([q, v], dim=-1)):
+        raise AssertionError("concat fusion puts the question first: the classifier expects "
+                             "[image, question]")
+    expect_close(got, fuse(v, q, "concat"), what="concat fusion of (4, 6) features")
+
+
+def _check_classifier(fn, seed: int) -> None:
+    torch.manual_seed(seed)
+    g = _gen(seed)
+    for fusion in ("product", "concat"):
+        config = VQAConfig(vocab_size=5, num_answers=7, image_dim=6, question_dim=5, fused_dim=8,
+                           fusion=fusion)
+        classifier = FusedClassifier(config)
+        v, q = torch.randn(3, 6, generator=g), torch.randn(3, 5, generator=g)
+        with torch.no_grad():
+            expected = classifier(v, q)
+            try:
+                got = fn(classifier, v, q)
+            except NotImplementedError:
+                raise
+            except RuntimeError as error:
+                raise AssertionError(f"with {fusion} fusion the classifier raised: {error}") from None
+            expect_close(got, expected, what=f"answer logits with {fusion} fusion")
+
+
+CHECKS = [  # milliseconds each; the classifier check, which builds models, keeps the default limit
+    Check("one LSTM step equals torch's", "lstm_cell", 3, _check_cell_values, timeout=5),
+    Check("gradients reach every weight through three steps", "lstm_cell", 2, _check_cell_gradients,
+          timeout=5),
+    Check("forget bias in the forget gate's rows, once", "init_forget_bias", 2, _check_forget_bias,
+          timeout=5),
+    Check("product and image-first concatenation", "fuse", 2, _check_fuse, timeout=5),
+    Check("fused classifier gives the reference logits", "classify", 3, _check_classifier),
+]
