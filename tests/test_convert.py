@@ -47,9 +47,9 @@ def test_vit_b32_shape_matches_transformers_clip():
         image = reference.get_image_features(pixel_values=pixels).pooler_output
         text = reference.get_text_features(input_ids=ids).pooler_output
         assert_close(mine.encode_image(pixels), image, what="ViT-B/32 image embeddings",
-                     against=f"CLIPModel ({attn})", atol=1e-5, rtol=1e-5)
+                     against=f"CLIPModel ({attn})", atol=1e-5)
         assert_close(mine.encode_text(ids), text, what="ViT-B/32 text embeddings",
-                     against=f"CLIPModel ({attn})", atol=1e-5, rtol=1e-5)
+                     against=f"CLIPModel ({attn})", atol=1e-5)
     assert_close(logits_per_image, out.logits_per_image, what="logits per image", against="CLIPModel",
                  atol=1e-4, rtol=1e-5)
     assert_close(logits_per_text, out.logits_per_text, what="logits per text", against="CLIPModel",

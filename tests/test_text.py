@@ -69,4 +69,4 @@ def test_short_captions_are_cut_at_the_last_end_of_text_and_still_match_transfor
     with torch.no_grad():
         expected = reference.get_text_features(input_ids=ids).pooler_output
         assert_close(mine.encode_text(ids), expected, what="embeddings of short captions",
-                     against="CLIPModel.get_text_features", atol=1e-5, rtol=1e-5)
+                     against="CLIPModel.get_text_features", atol=1e-5)
