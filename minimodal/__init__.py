@@ -1,7 +1,69 @@
 """minimodal: vision-language models built from first principles in PyTorch.
 
-Each module holds one idea; the lessons in ``lessons/`` build them step by step and
-check every piece against a reference implementation.
+One idea per module, in one flat package (open_clip's way rather than timm's subpackages):
+a learner finds ``minimodal/vit.py`` where lesson 03 says it is, and imports run one
+way, from the top of this map to the bottom, never back (``tests/test_layout.py``
+checks it). The lesson that builds each module is in brackets.
+
+Building blocks
+    transformer     attention, multi-head attention (with a KV-cache argument), MLP, block, stack [02]
+    lstm            the LSTM cell gate by gate, a padded multi-layer LSTM [08]
+Towers
+    vit             the Vision Transformer, patchify, pixel checks [03]
+    text            CLIP's causal text encoder, pooling at end-of-text [04]
+    bert            a post-LN BERT read out by mean pooling (all-MiniLM-L6-v2) [02]
+Models
+    clip            two towers in one embedding space, the learned temperature [05]
+    zeroshot        classifiers written in captions, prompt ensembling [07]
+    retrieval       Recall@K both ways [07]
+    vqa             the CNN+LSTM VQA model, fusions, a frozen CLIP image encoder [08]
+    vqa_data        a VQA split as tensors [08]
+    lstm_decoder    Show, Attend and Tell: an LSTM captioner with attention [09]
+    decoder         a Transformer caption decoder with a KV cache [09]
+    caption         a patch encoder and a decoder, the captioning loss [09]
+Training and recipes
+    train           the one training loop: AdamW, warmup and cosine, clipping, autocast, resume [06]
+    vqa_train       training and judging a VQA model, its baselines [08]
+    pretrained      the course's shapes CLIP: its recipe, export and loading [06]
+Entry points
+    clip_api        ``minimodal.load``, ``minimodal.tokenize``: OpenAI's clip API on these models
+    cli             ``python -m minimodal classify | search``
+    tour            every lesson run headless, with its checks counted
+    grading         the autograder and one suite per exercise
+Beside them (imported from any level)
+    bpe, tokenizer  byte-level BPE [01] and CLIP's exact tokenizer [01]
+    vocab           word-level vocabularies for questions and captions [08, 09]
+    loss            InfoNCE, also across processes [05]
+    decoding        greedy and beam search over any decoder's steps [09]
+    similarity      cosine similarity and top-k [00]
+    bleu            BLEU from n-gram counts [09]
+    convert, convert_bert, hub    strict key maps to other checkpoints; caches and downloads
+    data            the shapes world, easy-vqa, photos, CLIP's preprocessing [00, 03]
+    device, check   one device choice and seeding; validation helpers that name what diverged
+
+Init policy, one for the course: every ``nn.Linear``, ``nn.Conv2d``, ``nn.LayerNorm`` and
+``nn.Embedding`` keeps PyTorch's default initialisation, and so does the LSTM
+(U(-1/sqrt(H), 1/sqrt(H)), written out in ``lstm``), except where the model being
+reproduced does otherwise and the module says so: the ViT's class and positional
+embeddings ~ N(0, 1/width) and the text tower's embeddings ~ N(0, 0.02^2) / N(0, 0.01^2),
+as in OpenAI's model.py; CLIP's temperature at 1/0.07; the caption decoder's positions
+~ N(0, 0.02^2), as GPT-2's; the VQA question encoder's forget-gate bias at 1. A
+checkpoint loaded from elsewhere overwrites all of it.
 """
 
 __version__ = "0.1.0"
+
+# OpenAI's clip API at the top level, imported on first use so that ``import minimodal.vit``
+# (and grading the warm-up) stays light.
+_API = ("load", "tokenize", "available_models")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from minimodal import clip_api
+        return getattr(clip_api, name)
+    raise AttributeError(f"module 'minimodal' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])

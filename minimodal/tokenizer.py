@@ -134,12 +134,17 @@ class CLIPTokenizer:
             pieces.append(self.token_bytes[i])
         return b"".join(pieces).decode("utf-8", errors="replace")
 
-    def __call__(self, texts: str | Sequence[str], truncate: bool = False) -> torch.Tensor:
+    def __call__(self, texts: str | Sequence[str], truncate: bool = False,
+                 context_length: int | None = None) -> torch.Tensor:
         """(B, context_length) ids: start token, the text's ids, end token, zeros.
 
         A text that does not fit is an error, unless ``truncate=True``: then it is cut and
-        the end token is still the last id.
+        the end token is still the last id. ``context_length`` defaults to the tokenizer's.
         """
+        context_length = context_length or self.context_length
+        if context_length < 2:
+            raise ValueError(f"context_length must leave room for the start and end tokens "
+                             f"(at least 2), got {context_length}")
         if isinstance(texts, str):
             texts = [texts]
         if not isinstance(texts, (list, tuple)):
@@ -149,15 +154,15 @@ class CLIPTokenizer:
             if not isinstance(text, str):
                 raise TypeError(f"texts[{index}] is a {type(text).__name__}; every text must be a str")
             ids = [self.start_id, *self.encode(text), self.end_id]
-            if len(ids) > self.context_length:
+            if len(ids) > context_length:
                 if not truncate:
                     raise ValueError(
                         f"texts[{index}] is {len(ids)} tokens long with its start and end tokens, "
-                        f"but the context holds {self.context_length}; pass truncate=True to cut it")
-                ids = ids[:self.context_length - 1] + [self.end_id]
-            rows.append(ids + [0] * (self.context_length - len(ids)))
+                        f"but the context holds {context_length}; pass truncate=True to cut it")
+                ids = ids[:context_length - 1] + [self.end_id]
+            rows.append(ids + [0] * (context_length - len(ids)))
         # numpy turns a list of lists into an array several times faster than torch.tensor
-        return torch.from_numpy(np.array(rows, dtype=np.int64).reshape(len(rows), self.context_length))
+        return torch.from_numpy(np.array(rows, dtype=np.int64).reshape(len(rows), context_length))
 
     @classmethod
     def from_openai(cls, path: str | Path | None = None) -> CLIPTokenizer:

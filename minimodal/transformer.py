@@ -11,7 +11,7 @@ wraps both in residual connections and LayerNorms, in one of two arrangements:
 
 Pre-LN keeps an untouched residual path from input to output, which is why deep
 pre-LN stacks train without warm-up tricks. The ViT, the causal text encoder, the
-sentence encoder below and the caption decoder all use this one implementation.
+sentence encoder (``bert``) and the caption decoder all use this one implementation.
 """
 
 from __future__ import annotations
@@ -97,12 +97,20 @@ class MultiHeadAttention(nn.Module):
         batch, heads, length, head_width = x.shape
         return x.transpose(1, 2).reshape(batch, length, heads * head_width)
 
+    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values this layer makes of ``context`` (B, N, D): each (B, H, N, D / H)."""
+        return self.split_heads(self.k_proj(context)), self.split_heads(self.v_proj(context))
+
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        context = x if context is None else context
+                mask: torch.Tensor | None = None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x (B, Nq, D) -> (B, Nq, D).
+
+        ``kv``: keys and values made earlier by ``keys_values`` (a KV cache, or an image's
+        patches projected once), used instead of projecting ``context`` again.
+        """
         q = self.split_heads(self.q_proj(x))        # (B, H, Nq, Dh)
-        k = self.split_heads(self.k_proj(context))  # (B, H, Nk, Dh)
-        v = self.split_heads(self.v_proj(context))  # (B, H, Nk, Dh)
+        k, v = kv if kv is not None else self.keys_values(x if context is None else context)  # (B, H, Nk, Dh)
         out = attention(q, k, v, mask, self.fused)  # (B, H, Nq, Dh)
         return self.out_proj(self.merge_heads(out))  # (B, Nq, D)
 
@@ -142,18 +150,29 @@ class MLP(nn.Module):
         return self.fc2(self.activation(self.fc1(x)))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TransformerConfig:
-    """The shape of a stack of blocks; every model's config builds one of these."""
+    """The shape of a stack of blocks.
+
+    Every tower's config (ViT, text encoder, BERT, caption decoder) *is* one of these,
+    extended with its own fields, so the six shape fields are declared here once. Fields
+    are keyword-only: a config is always built by name, so reordering fields can never
+    silently load weights into the wrong shape.
+    """
 
     width: int
     layers: int
     heads: int
-    mlp_width: int
+    mlp_width: int | None = None  # None: 4 * width, as in BERT, GPT-2 and CLIP
     activation: str = "gelu"
     pre_norm: bool = True         # True: pre-LN (CLIP, GPT-2); False: post-LN (BERT)
     norm_eps: float = 1e-5
     fused: bool = True            # F.scaled_dot_product_attention, or attention written out
+
+    def __post_init__(self):
+        self.mlp_width = self.mlp_width or 4 * self.width
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
 
 
 class Block(nn.Module):
@@ -217,63 +236,3 @@ def set_fused_attention(model: nn.Module, fused: bool) -> nn.Module:
         if isinstance(module, MultiHeadAttention):
             module.fused = fused
     return model
-
-
-def mean_pool(x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, N, D) and a (B, N) 0/1 mask -> (B, D), the average of the unmasked positions."""
-    weights = attention_mask.to(x.dtype).unsqueeze(-1)                  # (B, N, 1)
-    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
-
-
-@dataclass
-class SentenceEncoderConfig:
-    """A BERT-style encoder: the shape of all-MiniLM-L6-v2 by default."""
-
-    vocab_size: int = 30522
-    max_length: int = 512
-    type_vocab_size: int = 2
-    width: int = 384
-    layers: int = 6
-    heads: int = 12
-    mlp_width: int = 1536
-    norm_eps: float = 1e-12
-    fused: bool = True
-
-    def transformer(self) -> TransformerConfig:
-        return TransformerConfig(self.width, self.layers, self.heads, self.mlp_width,
-                                 activation="gelu", pre_norm=False, norm_eps=self.norm_eps,
-                                 fused=self.fused)
-
-
-class SentenceEncoder(nn.Module):
-    """A post-LN Transformer encoder that turns a sentence into one vector by mean pooling.
-
-    This is the architecture of BERT and of all-MiniLM-L6-v2, the sentence-embedding model
-    lesson 02 loads to check our blocks against real pretrained weights. Token, position
-    and segment embeddings are summed and normalized; the encoder attends both ways with
-    padding masked out; the sentence vector is the mean over the real tokens.
-    """
-
-    def __init__(self, config: SentenceEncoderConfig):
-        super().__init__()
-        self.config = config
-        self.token_embedding = nn.Embedding(config.vocab_size, config.width)
-        self.position_embedding = nn.Parameter(torch.zeros(config.max_length, config.width))
-        self.segment_embedding = nn.Parameter(torch.zeros(config.type_vocab_size, config.width))
-        self.ln_embed = nn.LayerNorm(config.width, eps=config.norm_eps)
-        self.transformer = Transformer(config.transformer())
-
-    def hidden_states(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
-        """ids and attention_mask (B, N) -> layers + 1 tensors (B, N, width)."""
-        length = ids.shape[1]
-        if length > self.config.max_length:
-            raise ValueError(f"sequence of {length} tokens is longer than the model's "
-                             f"{self.config.max_length} positions; truncate it first")
-        # Every token is in segment 0: one sentence per input, as sentence-transformers feeds it.
-        x = self.token_embedding(ids) + self.position_embedding[:length] + self.segment_embedding[0]
-        return self.transformer.hidden_states(self.ln_embed(x), padding_mask(attention_mask))
-
-    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, width) sentence embeddings: the mean of the last layer over real tokens."""
-        return mean_pool(self.hidden_states(ids, attention_mask)[-1], attention_mask)
-

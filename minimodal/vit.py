@@ -19,8 +19,8 @@ import torch.nn as nn
 from minimodal.transformer import Transformer, TransformerConfig
 
 
-@dataclass
-class VisionConfig:
+@dataclass(kw_only=True)
+class VisionConfig(TransformerConfig):
     """Shape of the image tower; the defaults are CLIP ViT-B/32."""
 
     image_size: int = 224
@@ -28,14 +28,11 @@ class VisionConfig:
     width: int = 768
     layers: int = 12
     heads: int = 12
-    mlp_width: int | None = None  # None: 4 * width
     embed_dim: int = 512          # size of the output embedding, shared with the text tower
     activation: str = "quick_gelu"
-    norm_eps: float = 1e-5
-    fused: bool = True
 
     def __post_init__(self):
-        self.mlp_width = self.mlp_width or 4 * self.width  # 4x, as in BERT, GPT-2 and CLIP
+        super().__post_init__()
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of "
                              f"patch_size {self.patch_size}")
@@ -44,11 +41,6 @@ class VisionConfig:
     def grid_size(self) -> int:
         """Patches along each side of the image."""
         return self.image_size // self.patch_size
-
-    def transformer(self) -> TransformerConfig:
-        return TransformerConfig(self.width, self.layers, self.heads, self.mlp_width,
-                                 self.activation, pre_norm=True, norm_eps=self.norm_eps,
-                                 fused=self.fused)
 
 
 def patchify(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -68,6 +60,21 @@ def patchify(pixels: torch.Tensor, patch_size: int) -> torch.Tensor:
     return grid.reshape(batch, rows * cols, channels * patch_size * patch_size)
 
 
+def check_pixels(pixels: torch.Tensor, size: int) -> None:
+    """Refuse what a tower cannot read, saying what it accepts: (B, 3, size, size), floating
+    point, normalized, finite. Raw uint8 pixels and NaNs otherwise fail deep inside torch
+    or, worse, give NaN embeddings without a word."""
+    if pixels.dim() != 4 or tuple(pixels.shape[1:]) != (3, size, size):
+        raise ValueError(f"expected pixels of shape (batch, 3, {size}, {size}), got "
+                         f"{tuple(pixels.shape)}")
+    if not pixels.is_floating_point():
+        raise TypeError(f"expected floating-point pixels, normalized as CLIP expects, got {pixels.dtype}; "
+                        "turn images into model input with clip_preprocess (or the preprocess that "
+                        "minimodal.load returns), or scale [0, 255] to [0, 1] and normalize")
+    if pixels.numel() and not torch.isfinite(pixels).all():
+        raise ValueError("pixels hold NaN or infinite values; check the image loading and normalization")
+
+
 class VisionTransformer(nn.Module):
     """Pixels (B, 3, S, S) -> image embeddings (B, embed_dim)."""
 
@@ -81,16 +88,13 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(patches + 1, width))
         self.ln_pre = nn.LayerNorm(width, eps=config.norm_eps)
-        self.transformer = Transformer(config.transformer())
+        self.transformer = Transformer(config)
         self.ln_post = nn.LayerNorm(width, eps=config.norm_eps)
         self.proj = nn.Linear(width, config.embed_dim, bias=False)
 
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, 1 + N, width): class token and patches, positions added."""
-        size = self.config.image_size
-        if pixels.dim() != 4 or tuple(pixels.shape[1:]) != (3, size, size):
-            raise ValueError(f"expected pixels of shape (batch, 3, {size}, {size}), got "
-                             f"{tuple(pixels.shape)}")
+        check_pixels(pixels, self.config.image_size)
         patches = self.patch_embed(pixels).flatten(2).transpose(1, 2)             # (B, N, D)
         cls = self.class_embedding.to(patches.dtype).expand(len(patches), 1, -1)  # (B, 1, D)
         tokens = torch.cat([cls, patches], dim=1) + self.positional_embedding     # (B, 1 + N, D)

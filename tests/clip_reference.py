@@ -18,12 +18,17 @@ from minimodal.vit import VisionConfig
 
 # (vision: image, patch, width, layers, heads; text: vocab, context, width, layers, heads; embed)
 SMALL_SHAPES = {
-    "tiny": (VisionConfig(32, 8, 64, 2, 4, embed_dim=32),
-             TextConfig(100, 16, 48, 2, 3, embed_dim=32, eot_token_id=99)),
-    "wide-shallow": (VisionConfig(48, 16, 96, 1, 2, mlp_width=128, embed_dim=24),
-                     TextConfig(300, 24, 96, 1, 4, mlp_width=200, embed_dim=24, eot_token_id=299)),
-    "deep-narrow": (VisionConfig(28, 7, 32, 4, 1, embed_dim=16, activation="gelu"),
-                    TextConfig(50, 12, 32, 5, 2, embed_dim=16, eot_token_id=49, activation="gelu")),
+    "tiny": (VisionConfig(image_size=32, patch_size=8, width=64, layers=2, heads=4, embed_dim=32),
+             TextConfig(vocab_size=100, context_length=16, width=48, layers=2, heads=3, embed_dim=32,
+                        eot_token_id=99)),
+    "wide-shallow": (VisionConfig(image_size=48, patch_size=16, width=96, layers=1, heads=2, mlp_width=128,
+                                  embed_dim=24),
+                     TextConfig(vocab_size=300, context_length=24, width=96, layers=1, heads=4, mlp_width=200,
+                                embed_dim=24, eot_token_id=299)),
+    "deep-narrow": (VisionConfig(image_size=28, patch_size=7, width=32, layers=4, heads=1, embed_dim=16,
+                                 activation="gelu"),
+                    TextConfig(vocab_size=50, context_length=12, width=32, layers=5, heads=2, embed_dim=16,
+                               eot_token_id=49, activation="gelu")),
 }
 
 

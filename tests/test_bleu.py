@@ -12,7 +12,7 @@ from nltk.translate.bleu_score import corpus_bleu as nltk_corpus_bleu
 from sacrebleu.metrics import BLEU
 
 from minimodal.bleu import bleu_scores, brevity_penalty, clipped_matches, corpus_bleu, ngram_counts
-from minimodal.caption import caption_words
+from minimodal.vocab import caption_words
 from minimodal.data.shapes import ShapesConfig, ShapesWorld
 
 WORDS = "a an red blue circle square two and , above".split()

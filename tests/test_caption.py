@@ -5,8 +5,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from minimodal.caption import (Captioner, CaptionVocab, LSTMDecoder, LSTMDecoderConfig, TransformerDecoder,
-                               TransformerDecoderConfig, batch_sampler, caption_loss, caption_words, join_words)
+from minimodal.caption import Captioner, batch_sampler, caption_loss
+from minimodal.decoder import TransformerDecoder, TransformerDecoderConfig
+from minimodal.lstm_decoder import LSTMDecoder, LSTMDecoderConfig
+from minimodal.vocab import CaptionVocab, caption_words, join_words
 from minimodal.data.shapes import ShapesConfig, ShapesWorld
 from minimodal.decoding import beam_search, greedy_decode
 from minimodal.vit import VisionConfig
@@ -28,7 +30,7 @@ def reference_decoder(seed: int = 0) -> nn.TransformerDecoder:
 
 
 def decoder_like(reference: nn.TransformerDecoder, fused: bool = True) -> TransformerDecoder:
-    config = TransformerDecoderConfig(VOCAB, WIDTH, LAYERS, HEADS, mlp_width=3 * WIDTH, max_length=12, fused=fused)
+    config = TransformerDecoderConfig(vocab_size=VOCAB, width=WIDTH, layers=LAYERS, heads=HEADS, mlp_width=3 * WIDTH, max_length=12, fused=fused)
     decoder = TransformerDecoder(config).eval()
     decoder.load_from_torch(reference)
     return decoder
@@ -113,7 +115,7 @@ def small_vision(width: int = 16) -> VisionConfig:
 
 def lstm_decoder(seed: int = 0) -> LSTMDecoder:
     torch.manual_seed(seed)
-    return LSTMDecoder(LSTMDecoderConfig(VOCAB, memory_width=WIDTH, embed_dim=8, hidden_size=24,
+    return LSTMDecoder(LSTMDecoderConfig(vocab_size=VOCAB, memory_width=WIDTH, embed_dim=8, hidden_size=24,
                                          attention_dim=12)).eval()
 
 

@@ -15,10 +15,11 @@ from transformers import CLIPModel
 from clip_reference import SMALL_SHAPES, hf_config_for, mismatch_message, sample_inputs, twins
 from minimodal.check import assert_close, assert_close_layers
 from minimodal.clip import CLIP, CLIPConfig
-from minimodal.convert import (clip_config_from_hf, clip_config_from_openai, find_in_hf_cache,
-                               hf_cache_dirs, load_hf_checkpoint, load_hf_state_dict,
-                               load_openai_checkpoint, load_openai_state_dict, load_pretrained,
+from minimodal.clip_api import load_model
+from minimodal.convert import (clip_config_from_hf, clip_config_from_openai, load_hf_checkpoint,
+                               load_hf_state_dict, load_openai_checkpoint, load_openai_state_dict,
                                save_hf_checkpoint, to_hf_state_dict, to_openai_state_dict)
+from minimodal.hub import find_in_hf_cache, hf_cache_dirs
 from minimodal.text import TextConfig
 from minimodal.vit import VisionConfig
 
@@ -115,7 +116,7 @@ def test_model_id_is_found_in_the_hub_cache(tmp_path, monkeypatch):
     (repo / "refs" / "main").write_text("abc123")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     assert find_in_hf_cache("openai/clip-vit-base-patch32") == repo / "snapshots" / "abc123"
-    assert_same_weights(load_pretrained("openai/clip-vit-base-patch32"), mine)
+    assert_same_weights(load_model("openai/clip-vit-base-patch32"), mine)
 
 
 def test_hf_home_is_searched_and_a_missing_model_says_where_it_looked(tmp_path, monkeypatch):
@@ -123,7 +124,7 @@ def test_hf_home_is_searched_and_a_missing_model_says_where_it_looked(tmp_path, 
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
     with pytest.raises(FileNotFoundError) as error:
-        load_pretrained("openai/clip-vit-base-patch32")
+        load_model("openai/clip-vit-base-patch32")
     where = tmp_path / "home" / "hub" / "models--openai--clip-vit-base-patch32" / "snapshots"
     assert str(where) in str(error.value)
 
@@ -227,8 +228,9 @@ def assert_same_embeddings(mine: CLIP, reference, config: CLIPConfig, source: st
 def test_openai_export_loads_in_open_clips_own_openai_loader(open_clip_model):
     """open_clip's build_model_from_openai_state_dict reads the architecture off the names and
     shapes (heads of width 64) and loads strictly: our export must be a real OpenAI state dict."""
-    config = CLIPConfig(VisionConfig(32, 8, 128, 2, 2, embed_dim=32),
-                        TextConfig(100, 16, 64, 2, 1, embed_dim=32, eot_token_id=99))
+    config = CLIPConfig(VisionConfig(image_size=32, patch_size=8, width=128, layers=2, heads=2, embed_dim=32),
+                        TextConfig(vocab_size=100, context_length=16, width=64, layers=2, heads=1, embed_dim=32,
+                                   eot_token_id=99))
     torch.manual_seed(0)
     mine = CLIP(config).eval()
     with torch.no_grad():

@@ -78,7 +78,9 @@ def test_a_non_image_file_is_named(tmp_path):
 def test_missing_file_and_wrong_type_say_what_is_accepted(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.png"):
         clip_preprocess(tmp_path / "nothing.png")
-    with pytest.raises(TypeError, match="expected a PIL.Image.Image or a path"):
+    with pytest.raises(TypeError, match="expected a PIL.Image.Image, a path .* uint8 array"):
+        clip_preprocess([[0, 0, 0]])
+    with pytest.raises(TypeError, match="got an array of float64"):
         clip_preprocess(np.zeros((4, 4, 3)))
 
 

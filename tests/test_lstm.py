@@ -14,7 +14,7 @@ def twin_lstms(input_size=5, hidden_size=7, num_layers=2, seed=0):
     """A torch.nn.LSTM and a minimodal LSTM holding the same random weights."""
     torch.manual_seed(seed)
     reference = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True)
-    mine = LSTM(LSTMConfig(input_size, hidden_size, num_layers))
+    mine = LSTM(LSTMConfig(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers))
     mine.load_from_torch(reference)
     return mine, reference
 
@@ -89,7 +89,7 @@ def test_padded_batch_matches_packed_torch_values_and_gradients():
 
 
 def test_loading_rejects_a_reference_of_another_shape():
-    mine = LSTM(LSTMConfig(5, 7, num_layers=2))
+    mine = LSTM(LSTMConfig(input_size=5, hidden_size=7, num_layers=2))
     with pytest.raises(RuntimeError, match="Missing key.*layers.1.weight_ih"):
         mine.load_from_torch(nn.LSTM(5, 7, 1, batch_first=True))
     with pytest.raises(RuntimeError, match="size mismatch for layers.0.weight_ih"):
@@ -106,13 +106,13 @@ def test_loading_rejects_a_reference_of_another_shape():
     (torch.tensor([3, 2, 1]), r"shape \(2,\)"),
 ])
 def test_bad_lengths_are_a_clear_error(lengths, message):
-    mine = LSTM(LSTMConfig(5, 7))
+    mine = LSTM(LSTMConfig(input_size=5, hidden_size=7))
     with pytest.raises(ValueError, match=message):
         mine(torch.randn(2, 4, 5), lengths)
 
 
 def test_bad_input_shape_is_a_clear_error():
-    mine = LSTM(LSTMConfig(5, 7))
+    mine = LSTM(LSTMConfig(input_size=5, hidden_size=7))
     with pytest.raises(ValueError, match=r"\(batch, time, 5\)"):
         mine(torch.randn(2, 4, 3))
     with pytest.raises(ValueError, match="length 0"):

@@ -15,7 +15,7 @@ from transformers import CLIPTokenizer as HFCLIPTokenizer
 
 from minimodal import pretrained
 from minimodal.pretrained import (CHECKPOINT, Recipe, color_shape_classes, distinct_captions,
-                                  load_pretrained, normalize, single_shapes, tokenize,
+                                  load_shapes_clip, normalize, single_shapes, tokenize,
                                   train_shapes_clip, training_batches, zero_shot_accuracy)
 
 transformers.logging.set_verbosity_error()
@@ -23,7 +23,7 @@ transformers.logging.set_verbosity_error()
 
 @pytest.fixture(scope="module")
 def model():
-    return load_pretrained()  # trains and exports it first when build/ does not hold it
+    return load_shapes_clip()  # trains and exports it first when build/ does not hold it
 
 
 def test_the_export_gives_the_same_logits_and_predictions_in_transformers(model):
@@ -84,4 +84,4 @@ def test_a_pool_with_too_few_captions_is_an_error():
 
 def test_a_missing_checkpoint_says_how_to_build_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m minimodal.pretrained"):
-        load_pretrained(tmp_path / "nothing-here", train_if_missing=False)
+        load_shapes_clip(tmp_path / "nothing-here", train_if_missing=False)

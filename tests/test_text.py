@@ -34,14 +34,16 @@ def test_missing_end_of_text_names_the_row():
     (torch.ones(2, 3), "integer token ids"),
 ])
 def test_bad_ids_are_refused_with_a_reason(ids, message):
-    encoder = TextTransformer(TextConfig(100, 16, 16, 1, 2, embed_dim=8, eot_token_id=99))
+    encoder = TextTransformer(TextConfig(vocab_size=100, context_length=16, width=16, layers=1, heads=2, embed_dim=8,
+                                         eot_token_id=99))
     with pytest.raises(ValueError, match=message):
         encoder(ids)
 
 
 def test_a_token_never_sees_the_tokens_after_it():
     torch.manual_seed(0)
-    encoder = TextTransformer(TextConfig(100, 16, 32, 2, 2, embed_dim=8, eot_token_id=99)).eval()
+    encoder = TextTransformer(TextConfig(vocab_size=100, context_length=16, width=32, layers=2, heads=2, embed_dim=8,
+                                         eot_token_id=99)).eval()
     ids = torch.randint(0, 99, (1, 10))
     changed = ids.clone()
     changed[0, 6:] = (changed[0, 6:] + 1) % 99

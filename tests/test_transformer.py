@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from clip_reference import mismatch_message
 from minimodal.check import assert_close, assert_close_layers
 from minimodal.transformer import (MLP, Block, MultiHeadAttention, TransformerConfig, attention,
-                                   attention_weights, causal_mask, mean_pool, padding_mask,
+                                   attention_weights, causal_mask, padding_mask,
                                    quick_gelu, set_fused_attention)
 
 
@@ -98,7 +98,7 @@ def test_block_matches_torch_transformer_encoder_layer(pre_norm):
     torch.manual_seed(0)
     theirs = nn.TransformerEncoderLayer(16, 4, 40, dropout=0.0, activation="gelu",
                                         batch_first=True, norm_first=pre_norm).eval()
-    mine = Block(TransformerConfig(16, 1, 4, 40, "gelu", pre_norm=pre_norm)).eval()
+    mine = Block(TransformerConfig(width=16, layers=1, heads=4, mlp_width=40, pre_norm=pre_norm)).eval()
     copy_from_torch_mha(mine.attn, theirs.self_attn)
     with torch.no_grad():
         for ours, torch_module in ((mine.mlp.fc1, theirs.linear1), (mine.mlp.fc2, theirs.linear2),
@@ -121,6 +121,7 @@ def test_block_matches_torch_transformer_encoder_layer(pre_norm):
 
 
 def test_mean_pool_averages_only_real_tokens():
+    from minimodal.bert import mean_pool
     x = torch.tensor([[[1.0], [3.0], [100.0]]])
     torch.testing.assert_close(mean_pool(x, torch.tensor([[1, 1, 0]])), torch.tensor([[2.0]]))
 
@@ -138,7 +139,7 @@ def minilm():
     """(sentence-transformers model, its tokenizer, minimodal's encoder with the same weights)."""
     from sentence_transformers import SentenceTransformer
 
-    from minimodal.convert import load_sentence_encoder, minilm_folder
+    from minimodal.convert_bert import load_sentence_encoder, minilm_folder
     folder = minilm_folder()
     reference = SentenceTransformer(str(folder), device="cpu")
     return reference, reference.tokenizer, load_sentence_encoder(folder).eval()
@@ -171,7 +172,8 @@ def test_minilm_hidden_states_match_transformers_bert(minilm):
 
 
 def test_bert_loader_is_strict(minilm):
-    from minimodal.convert import load_bert_state_dict, minilm_folder, read_weights
+    from minimodal.convert import read_weights
+    from minimodal.convert_bert import load_bert_state_dict, minilm_folder
     state = read_weights(minilm_folder())
     _, _, mine = minilm
     broken = dict(state)

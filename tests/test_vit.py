@@ -36,7 +36,7 @@ def test_config_rejects_image_size_not_a_multiple_of_patch():
 
 
 def test_wrong_pixel_shape_is_refused_with_the_expected_shape():
-    vit = VisionTransformer(VisionConfig(32, 8, 16, 1, 2, embed_dim=8))
+    vit = VisionTransformer(VisionConfig(image_size=32, patch_size=8, width=16, layers=1, heads=2, embed_dim=8))
     with pytest.raises(ValueError, match=r"\(batch, 3, 32, 32\)"):
         vit(torch.zeros(1, 3, 64, 64))
 

@@ -8,9 +8,10 @@ import torch.nn as nn
 
 from minimodal.data import ShapesConfig, ShapesWorld
 from minimodal.train import TrainConfig
-from minimodal.vqa import (UNK, CLIPImageEncoder, FusedClassifier, VQAConfig, VQAData, VQAModel,
-                           WordVocab, accuracy_by_kind, blind_answers, confusion, frozen_features,
-                           fuse, majority_answer, predict, shapes_vqa, train_vqa)
+from minimodal.vocab import UNK, WordVocab
+from minimodal.vqa import CLIPImageEncoder, FusedClassifier, VQAConfig, VQAModel, frozen_features, fuse
+from minimodal.vqa_data import VQAData, shapes_vqa
+from minimodal.vqa_train import accuracy_by_kind, blind_answers, confusion, majority_answer, predict, train_vqa
 
 QUESTIONS = ["What color is the shape?", "is there a red shape?", "Is there a red circle?"]
 
@@ -104,7 +105,7 @@ def test_a_short_training_run_learns_to_use_the_image():
     train, vocab, answers = tiny_world_data(128, "train")
     test, _, _ = tiny_world_data(64, "test", vocab, answers)
     torch.manual_seed(0)
-    model = VQAModel(VQAConfig(len(vocab), len(answers), image_dim=32, fused_dim=64))
+    model = VQAModel(VQAConfig(vocab_size=len(vocab), num_answers=len(answers), image_dim=32, fused_dim=64))
     history = train_vqa(model, train, TrainConfig(steps=120, lr=3e-3, weight_decay=1e-4,
                                                   grad_clip=None, progress=False), images_per_batch=16)
     assert history.loss[-1] < 0.5 * history.loss[0]
@@ -119,7 +120,7 @@ def test_batches_depend_on_the_step_only():
     runs = []
     for _ in range(2):
         torch.manual_seed(0)
-        model = VQAModel(VQAConfig(len(vocab), len(answers), image_dim=8, fused_dim=8))
+        model = VQAModel(VQAConfig(vocab_size=len(vocab), num_answers=len(answers), image_dim=8, fused_dim=8))
         runs.append(train_vqa(model, train, TrainConfig(steps=3, progress=False), images_per_batch=8).loss)
     assert runs[0] == runs[1]
 

@@ -17,13 +17,26 @@ from PIL import Image, UnidentifiedImageError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-ACCEPTED = "a PIL.Image.Image or a path to an image file (PNG, JPEG, ...)"
+ACCEPTED = ("a PIL.Image.Image, a path to an image file (PNG, JPEG, ...) or a NumPy uint8 array "
+            "of shape (H, W), (H, W, 3) or (H, W, 4)")
+
+
+def image_from_array(pixels: np.ndarray) -> Image.Image:
+    """A PIL image from an (H, W), (H, W, 3) or (H, W, 4) uint8 array, as transformers' processor takes."""
+    if pixels.dtype != np.uint8:
+        raise TypeError(f"expected {ACCEPTED}; got an array of {pixels.dtype} (convert [0, 1] floats "
+                        "with (x * 255).round().astype(np.uint8))")
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (3, 4)):
+        raise ValueError(f"expected {ACCEPTED}; got an array of shape {pixels.shape} (channels last)")
+    return Image.fromarray(pixels)
 
 
 def open_image(source) -> Image.Image:
-    """A PIL image from a PIL image or a path, with an error that names a bad file."""
+    """A PIL image from a PIL image, an array or a path, with an error that names a bad file."""
     if isinstance(source, Image.Image):
         return source
+    if isinstance(source, np.ndarray):
+        return image_from_array(source)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"expected {ACCEPTED}, got {type(source).__name__}")
     path = Path(source)
@@ -68,6 +81,8 @@ def center_crop(pixels: np.ndarray, size: int) -> np.ndarray:
 
 def clip_preprocess(image, size: int = 224) -> torch.Tensor:
     """(3, size, size) float32 tensor ready for a CLIP image encoder."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive number of pixels (224 for CLIP ViT-B/32), got {size!r}")
     image = open_image(image)
     if image.width < 1 or image.height < 1:
         raise ValueError(f"image has no pixels: size {image.size}")
@@ -84,6 +99,17 @@ def clip_preprocess_batch(images, size: int = 224) -> torch.Tensor:
     if not images:
         raise ValueError("clip_preprocess_batch needs at least one image, got an empty list")
     return torch.stack([clip_preprocess(image, size) for image in images])
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> CLIP's per-channel normalization, on the images' device.
+
+    The same arithmetic as the end of ``clip_preprocess``, for images that are already
+    tensors of the right size, such as shapes-world renders.
+    """
+    mean = torch.tensor(CLIP_MEAN, device=images.device).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=images.device).view(3, 1, 1)
+    return (images - mean) / std
 
 
 def clip_unnormalize(pixels: torch.Tensor) -> torch.Tensor:
