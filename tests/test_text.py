@@ -30,7 +30,7 @@ def test_missing_end_of_text_names_the_row():
 
 @pytest.mark.parametrize("ids, message", [
     (torch.tensor([[1, 2, 300]]), r"must lie in \[0, 100\)"),
-    (torch.ones(1, 17, dtype=torch.long), "more than the context length 16"),
+    (torch.tensor([[1] * 16 + [99]]), "more than the context length 16"),  # ends past the context
     (torch.ones(2, 3), "integer token ids"),
 ])
 def test_bad_ids_are_refused_with_a_reason(ids, message):
