@@ -21,6 +21,10 @@ Models
     lstm_decoder    Show, Attend and Tell: an LSTM captioner with attention [09]
     decoder         a Transformer caption decoder with a KV cache [09]
     caption         a patch encoder and a decoder, the captioning loss [09]
+Conversion (strict key maps to other people's checkpoints; above the models they fill)
+    convert         the table of names in every format; transformers' CLIPModel [03, 06]
+    convert_openai  OpenAI's CLIP and open_clip files [03]
+    convert_bert    BERT, for all-MiniLM-L6-v2 [02]
 Training and recipes
     train           the one training loop: AdamW, warmup and cosine, clipping, autocast, resume [06]
     vqa_train       training and judging a VQA model, its baselines [08]
@@ -37,7 +41,7 @@ Beside them (imported from any level)
     decoding        greedy and beam search over any decoder's steps [09]
     similarity      cosine similarity and top-k [00]
     bleu            BLEU from n-gram counts [09]
-    convert, convert_bert, hub    strict key maps to other checkpoints; caches and downloads
+    hub             the caches checkpoints live in (OpenAI's, Hugging Face's); downloads on request
     data            the shapes world, easy-vqa, photos, CLIP's preprocessing [00, 03]
     device, check   one device choice and seeding; validation helpers that name what diverged
 

@@ -25,7 +25,8 @@ import torch
 
 from minimodal import hub
 from minimodal.clip import CLIP
-from minimodal.convert import load_hf_checkpoint, load_openai_checkpoint
+from minimodal.convert import load_hf_checkpoint
+from minimodal.convert_openai import load_openai_checkpoint
 from minimodal.data.transforms import clip_preprocess
 from minimodal.device import pick_device
 from minimodal.pretrained import load_shapes_clip

@@ -171,8 +171,9 @@ class TransformerConfig:
 
     def __post_init__(self):
         self.mlp_width = self.mlp_width or 4 * self.width
-        if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.heads < 1 or self.width % self.heads:
+            raise ValueError(f"width {self.width} does not split into {self.heads} heads; "
+                             "heads must be a positive divisor of width")
 
 
 class Block(nn.Module):

@@ -16,9 +16,10 @@ from clip_reference import SMALL_SHAPES, hf_config_for, mismatch_message, sample
 from minimodal.check import assert_close, assert_close_layers
 from minimodal.clip import CLIP, CLIPConfig
 from minimodal.clip_api import load_model
-from minimodal.convert import (clip_config_from_hf, clip_config_from_openai, load_hf_checkpoint,
-                               load_hf_state_dict, load_openai_checkpoint, load_openai_state_dict,
-                               save_hf_checkpoint, to_hf_state_dict, to_openai_state_dict)
+from minimodal.convert import (clip_config_from_hf, load_hf_checkpoint, load_hf_state_dict,
+                               save_hf_checkpoint, to_hf_state_dict)
+from minimodal.convert_openai import (clip_config_from_openai, load_openai_checkpoint, load_openai_state_dict,
+                                      to_openai_state_dict)
 from minimodal.hub import find_in_hf_cache, hf_cache_dirs
 from minimodal.text import TextConfig
 from minimodal.vit import VisionConfig

@@ -9,6 +9,10 @@ A scene is 1-4 shapes, each in its own cell of a 3x3 grid (so shapes never overl
 "left of" / "above" are unambiguous), with a colour, a size and a little jitter.
 Everything follows from (seed, split, index): image i of a split is the same on every
 machine, and any slice can be generated without generating what comes before it.
+
+Longer than 300 lines because scenes, their rendering and the sentences about them
+(captions, questions, answers) share one grammar of colours, shapes and places; split,
+the parts would import each other.
 """
 
 from __future__ import annotations
