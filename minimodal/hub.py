@@ -62,24 +62,33 @@ def find_in_hf_cache(model_id: str, cache_dirs: list[Path] | None = None) -> Pat
         looked.append(str(repo / "snapshots"))
     raise FileNotFoundError(
         f"{model_id} is not in the Hugging Face cache; looked in {', '.join(looked)}. "
-        f"Download it where there is internet (huggingface-cli download {model_id}), "
+        f"Download it where there is internet (hf download {model_id}), "
         f"or pass a checkpoint folder instead.")
 
 
 def download(model_id: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Fetch a CLIP checkpoint from the Hugging Face hub into its cache; the snapshot folder.
 
-    Only config.json, the safetensors weights and the tokenizer's files are fetched, never
-    a pickle. Needs the network (or ``HF_ENDPOINT`` pointing at a mirror).
+    Only config.json, the safetensors weights and the tokenizer's files are fetched, so a
+    repo holding its weights in several formats costs one download and no pickle comes
+    from the network. Needs the network (or ``HF_ENDPOINT`` pointing at a mirror). Each
+    failure names the model and what to try, with huggingface_hub's own error as its cause.
     """
-    from huggingface_hub import snapshot_download  # installed with transformers; only needed here
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub import constants, snapshot_download  # installed with transformers; only needed here
+    from huggingface_hub.errors import RepositoryNotFoundError
 
     try:
-        folder = snapshot_download(model_id, allow_patterns=CHECKPOINT_FILES, cache_dir=cache_dir)
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
-        raise OSError(f"could not download {model_id} from the Hugging Face hub: {err}") from err
-    if not (Path(folder) / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{model_id} on the hub has no model.safetensors; minimodal reads "
-                                "weights only from safetensors when downloading")
-    return Path(folder)
+        folder = Path(snapshot_download(model_id, allow_patterns=CHECKPOINT_FILES, cache_dir=cache_dir))
+    except RepositoryNotFoundError as err:  # also what the hub tells a stranger of a private or gated repo
+        raise FileNotFoundError(
+            f"{model_id} is not on the Hugging Face hub at {constants.ENDPOINT}: check the id (owner/name); "
+            "a private or gated model needs `hf auth login` with a token allowed to read it") from err
+    except OSError as err:  # huggingface_hub's errors for no connection, HF_HUB_OFFLINE, a bad transfer
+        raise OSError(f"could not download {model_id} from the Hugging Face hub at {constants.ENDPOINT}: "
+                      f"{err}") from err
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"{model_id} on the hub has no model.safetensors, and minimodal downloads weights only as "
+            f"safetensors. To use its pytorch_model.bin, fetch it yourself (hf download {model_id}); "
+            "load then reads it from the cache with torch.load(weights_only=True).")
+    return folder
