@@ -6,7 +6,11 @@ way, from the top of this map to the bottom, never back (``tests/test_layout.py`
 checks it). The lesson that builds each module is in brackets.
 
 Building blocks
-    transformer     attention, multi-head attention (with a KV-cache argument), MLP, block, stack [02]
+    transformer     attention, multi-head and grouped-query attention, the block, the stack [02, 11]
+    mlp             the feed-forward: MLP and LLaMA's SwiGLU [02, 11]
+    norm            RMSNorm [11]
+    rope            rotary position embeddings [11]
+    kv_cache        keys and values kept across decoding steps, an argument of attention [11]
     lstm            the LSTM cell gate by gate, a padded multi-layer LSTM [08]
 Towers
     vit             the Vision Transformer, patchify, pixel checks [03]

@@ -176,14 +176,19 @@ def hf_config(config: CLIPConfig) -> dict:
     }
 
 
-def save_hf_checkpoint(model: CLIP, folder: str | os.PathLike) -> Path:
-    """Write config.json and model.safetensors that transformers' CLIPModel.from_pretrained reads."""
+def write_checkpoint(folder: str | os.PathLike, config: dict, state: dict[str, torch.Tensor]) -> Path:
+    """config.json and model.safetensors, the two files of a transformers checkpoint folder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(hf_config(model.config), indent=2))
-    state = {k: v.detach().cpu().contiguous() for k, v in to_hf_state_dict(model).items()}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
     return folder
+
+
+def save_hf_checkpoint(model: CLIP, folder: str | os.PathLike) -> Path:
+    """Write the folder that transformers' CLIPModel.from_pretrained reads."""
+    return write_checkpoint(folder, hf_config(model.config), to_hf_state_dict(model))
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -17,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minimodal.decoding import State
-from minimodal.transformer import MLP, MultiHeadAttention, TransformerConfig, causal_mask
+from minimodal.mlp import MLP
+from minimodal.transformer import MultiHeadAttention, TransformerConfig, causal_mask
 
 
 @dataclass(kw_only=True)

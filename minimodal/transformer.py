@@ -23,6 +23,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from minimodal.kv_cache import KVCache, LayerCache
+from minimodal.mlp import feed_forward
+from minimodal.norm import RMSNorm
+from minimodal.rope import apply_rope
+
 
 def attention_weights(q: torch.Tensor, k: torch.Tensor,
                       mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -73,23 +78,31 @@ class MultiHeadAttention(nn.Module):
 
     Queries come from ``x``; keys and values from ``context``, which is ``x`` itself for
     self-attention and another sequence (the image, for a captioner) for cross-attention.
+
+    With ``kv_heads`` < ``heads`` it is grouped-query attention (Ainslie et al., 2023):
+    each key/value head serves heads // kv_heads query heads, which shrinks the KV cache
+    by that factor at a small cost in quality. kv_heads = 1 is multi-query attention.
     """
 
-    def __init__(self, width: int, heads: int, fused: bool = True):
+    def __init__(self, width: int, heads: int, fused: bool = True, kv_heads: int | None = None,
+                 bias: bool = True):
         super().__init__()
+        kv_heads = kv_heads or heads
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
-        self.heads = heads
+        if heads % kv_heads:
+            raise ValueError(f"{heads} query heads cannot be shared evenly by {kv_heads} key/value heads")
+        self.heads, self.kv_heads, self.head_width = heads, kv_heads, width // heads
         self.fused = fused
-        self.q_proj = nn.Linear(width, width)
-        self.k_proj = nn.Linear(width, width)
-        self.v_proj = nn.Linear(width, width)
-        self.out_proj = nn.Linear(width, width)
+        self.q_proj = nn.Linear(width, width, bias=bias)
+        self.k_proj = nn.Linear(width, kv_heads * self.head_width, bias=bias)
+        self.v_proj = nn.Linear(width, kv_heads * self.head_width, bias=bias)
+        self.out_proj = nn.Linear(width, width, bias=bias)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, N, D) -> (B, H, N, D / H)."""
+        """(B, N, H * Dh) -> (B, H, N, Dh), for queries (H heads) and keys or values (H_kv heads)."""
         batch, length, width = x.shape
-        return x.view(batch, length, self.heads, width // self.heads).transpose(1, 2)
+        return x.view(batch, length, width // self.head_width, self.head_width).transpose(1, 2)
 
     @staticmethod
     def merge_heads(x: torch.Tensor) -> torch.Tensor:
@@ -98,21 +111,32 @@ class MultiHeadAttention(nn.Module):
         return x.transpose(1, 2).reshape(batch, length, heads * head_width)
 
     def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The keys and values this layer makes of ``context`` (B, N, D): each (B, H, N, D / H)."""
+        """The keys and values this layer makes of ``context`` (B, N, D): each (B, H_kv, N, Dh)."""
         return self.split_heads(self.k_proj(context)), self.split_heads(self.v_proj(context))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None,
-                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache: LayerCache | None = None) -> torch.Tensor:
         """x (B, Nq, D) -> (B, Nq, D).
 
-        ``kv``: keys and values made earlier by ``keys_values`` (a KV cache, or an image's
-        patches projected once), used instead of projecting ``context`` again.
+        ``kv``: keys and values made earlier by ``keys_values`` (an image's patches
+        projected once), used instead of projecting ``context`` again. ``rope``: the cos
+        and sin of ``minimodal.rope.rope_angles`` at x's positions, turning queries and keys.
+        ``cache``: this layer's keys and values of earlier positions, to which x's are
+        appended (after their rotation) and which x's queries then attend to.
         """
-        q = self.split_heads(self.q_proj(x))        # (B, H, Nq, Dh)
-        k, v = kv if kv is not None else self.keys_values(x if context is None else context)  # (B, H, Nk, Dh)
-        out = attention(q, k, v, mask, self.fused)  # (B, H, Nq, Dh)
-        return self.out_proj(self.merge_heads(out))  # (B, Nq, D)
+        q = self.split_heads(self.q_proj(x))                                     # (B, H, Nq, Dh)
+        k, v = kv if kv is not None else self.keys_values(x if context is None else context)  # (B, Hkv, Nk, Dh)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is not None:
+            k, v = cache.extend(k, v)                                            # (B, Hkv, past + Nk, Dh)
+        if self.kv_heads != self.heads:  # each key/value head serves a group of query heads
+            k, v = (t.repeat_interleave(self.heads // self.kv_heads, dim=1) for t in (k, v))
+        out = attention(q, k, v, mask, self.fused)                               # (B, H, Nq, Dh)
+        return self.out_proj(self.merge_heads(out))                              # (B, Nq, D)
 
     def attention_map(self, x: torch.Tensor, context: torch.Tensor | None = None,
                       mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -125,29 +149,6 @@ class MultiHeadAttention(nn.Module):
 def pick_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """(B, N, D) and (B, R) positions -> (B, R, D): each sequence's rows at its own positions."""
     return x[torch.arange(len(x), device=x.device)[:, None], rows]
-
-
-def quick_gelu(x: torch.Tensor) -> torch.Tensor:
-    """x * sigmoid(1.702 x): the cheap GELU approximation OpenAI's CLIP was trained with."""
-    return x * torch.sigmoid(1.702 * x)
-
-
-ACTIVATIONS = {"gelu": F.gelu, "quick_gelu": quick_gelu}
-
-
-class MLP(nn.Module):
-    """Two linear layers with a nonlinearity between: width -> hidden -> width, per position."""
-
-    def __init__(self, width: int, hidden: int, activation: str = "gelu"):
-        super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
-        self.fc1 = nn.Linear(width, hidden)
-        self.fc2 = nn.Linear(hidden, width)
-        self.activation = ACTIVATIONS[activation]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.activation(self.fc1(x)))
 
 
 @dataclass(kw_only=True)
@@ -164,9 +165,12 @@ class TransformerConfig:
     layers: int
     heads: int
     mlp_width: int | None = None  # None: 4 * width, as in BERT, GPT-2 and CLIP
-    activation: str = "gelu"
+    activation: str = "gelu"      # or "quick_gelu", or "swiglu": the gated feed-forward
     pre_norm: bool = True         # True: pre-LN (CLIP, GPT-2); False: post-LN (BERT)
+    norm: str = "layer"           # "layer": LayerNorm; "rms": RMSNorm (LLaMA)
     norm_eps: float = 1e-5
+    kv_heads: int | None = None   # None: one per query head; fewer: grouped-query attention
+    bias: bool = True             # biases in attention (LLaMA has none)
     fused: bool = True            # F.scaled_dot_product_attention, or attention written out
 
     def __post_init__(self):
@@ -176,29 +180,43 @@ class TransformerConfig:
                              "heads must be a positive divisor of width")
 
 
+def make_norm(config: TransformerConfig) -> nn.Module:
+    if config.norm not in ("layer", "rms"):
+        raise ValueError(f"norm must be 'layer' (LayerNorm) or 'rms' (RMSNorm), got {config.norm!r}")
+    norm = nn.LayerNorm if config.norm == "layer" else RMSNorm
+    return norm(config.width, eps=config.norm_eps)
+
+
 class Block(nn.Module):
-    """Attention then MLP, each inside a residual connection, LayerNorm before or after."""
+    """Attention then a feed-forward, each inside a residual connection, normalized before or after.
+
+    One block for every model of the course: LayerNorm and a GELU MLP for CLIP and BERT,
+    RMSNorm, SwiGLU and grouped-query attention with rotary positions for the LLaMA-style
+    language model, as its config says.
+    """
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.pre_norm = config.pre_norm
-        self.ln_1 = nn.LayerNorm(config.width, eps=config.norm_eps)
-        self.attn = MultiHeadAttention(config.width, config.heads, config.fused)
-        self.ln_2 = nn.LayerNorm(config.width, eps=config.norm_eps)
-        self.mlp = MLP(config.width, config.mlp_width, config.activation)
+        self.ln_1 = make_norm(config)
+        self.attn = MultiHeadAttention(config.width, config.heads, config.fused, config.kv_heads, config.bias)
+        self.ln_2 = make_norm(config)
+        self.mlp = feed_forward(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                rows: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache: LayerCache | None = None) -> torch.Tensor:
         """(B, N, D) -> (B, N, D); given rows (B, R) of positions, only their outputs, (B, R, D).
 
         Keys and values always come from all N positions. With rows, the queries, the MLP
         and the residual stream shrink to R rows: all that a model which reads out one token
         needs from its last block. The mask must then fit those R queries: (B, H, R, N).
+        ``rope`` and ``cache`` go to attention (see MultiHeadAttention).
         """
         out = x if rows is None else pick_rows(x, rows)  # (B, R, D)
         if self.pre_norm:
             h = self.ln_1(x)
-            out = out + self.attn(h if rows is None else pick_rows(h, rows), h, mask)
+            out = out + self.attn(h if rows is None else pick_rows(h, rows), h, mask, rope=rope, cache=cache)
             return out + self.mlp(self.ln_2(out))
         out = self.ln_1(out + self.attn(out, x, mask))
         return self.ln_2(out + self.mlp(out))
@@ -211,15 +229,19 @@ class Transformer(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
 
-    def hidden_states(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def hidden_states(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                      rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                      cache: KVCache | None = None) -> list[torch.Tensor]:
         """The input and every block's output: layers + 1 tensors of shape (B, N, width)."""
         states = [x]
-        for block in self.blocks:
-            states.append(block(states[-1], mask))
+        for i, block in enumerate(self.blocks):
+            states.append(block(states[-1], mask, rope=rope, cache=None if cache is None else cache.layers[i]))
         return states
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.hidden_states(x, mask)[-1]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        return self.hidden_states(x, mask, rope, cache)[-1]
 
     def read_out(self, x: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor | None = None,
                  rows_mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -26,7 +26,7 @@ BESIDE, BLOCKS, TOWERS, MODELS, CONVERSION, TRAINING, ENTRY = range(7)
 LEVEL = {
     **dict.fromkeys(["device", "check", "similarity", "bleu", "bpe", "tokenizer", "vocab", "hub", "loss",
                      "decoding", "train", "data"], BESIDE),
-    **dict.fromkeys(["transformer", "lstm"], BLOCKS),
+    **dict.fromkeys(["transformer", "mlp", "norm", "rope", "kv_cache", "lstm"], BLOCKS),
     **dict.fromkeys(["vit", "text", "bert"], TOWERS),
     **dict.fromkeys(["clip", "zeroshot", "retrieval", "vqa", "vqa_data", "lstm_decoder", "decoder",
                      "caption"], MODELS),

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 
 from clip_reference import mismatch_message
 from minimodal.check import assert_close, assert_close_layers
-from minimodal.transformer import (MLP, Block, MultiHeadAttention, TransformerConfig, attention,
-                                   attention_weights, causal_mask, padding_mask,
-                                   quick_gelu, set_fused_attention)
+from minimodal.mlp import MLP, quick_gelu
+from minimodal.transformer import (Block, MultiHeadAttention, TransformerConfig, attention, attention_weights,
+                                   causal_mask, padding_mask, set_fused_attention)
 
 
 def copy_from_torch_mha(mine: MultiHeadAttention, theirs: nn.MultiheadAttention) -> None:
