@@ -16,6 +16,7 @@ Towers
     vit             the Vision Transformer, patchify, pixel checks [03]
     text            CLIP's causal text encoder, pooling at end-of-text [04]
     bert            a post-LN BERT read out by mean pooling (all-MiniLM-L6-v2) [02]
+    lm              a small LLaMA-style language model, left padding, positions [11]
 Models
     clip            two towers in one embedding space, the learned temperature [05]
     zeroshot        classifiers written in captions, prompt ensembling [07]
@@ -25,14 +26,17 @@ Models
     lstm_decoder    Show, Attend and Tell: an LSTM captioner with attention [09]
     decoder         a Transformer caption decoder with a KV cache [09]
     caption         a patch encoder and a decoder, the captioning loss [09]
+    generate        sampling (greedy, temperature, top-k, top-p), generation with a KV cache [11]
 Conversion (strict key maps to other people's checkpoints; above the models they fill)
     convert         the table of names in every format; transformers' CLIPModel [03, 06]
     convert_openai  OpenAI's CLIP and open_clip files [03]
     convert_bert    BERT, for all-MiniLM-L6-v2 [02]
+    convert_llama   transformers' LlamaForCausalLM, both ways [11]
 Training and recipes
     train           the one training loop: AdamW, warmup and cosine, clipping, autocast, resume [06]
     vqa_train       training and judging a VQA model, its baselines [08]
     pretrained      the course's shapes CLIP: its recipe, export and loading [06]
+    lm_recipe       the course's shapes language model: corpus, tokenizer, training, export [11]
 Entry points
     clip_api        ``minimodal.load``, ``minimodal.tokenize``: OpenAI's clip API on these models
     cli             ``python -m minimodal classify | search``
@@ -40,13 +44,14 @@ Entry points
     grading         the autograder and one suite per exercise
 Beside them (imported from any level)
     bpe, tokenizer  byte-level BPE [01] and CLIP's exact tokenizer [01]
+    lm_tokenizer    BPE with special tokens (image, chat turns), the chat template [11]
     vocab           word-level vocabularies for questions and captions [08, 09]
     loss            InfoNCE, also across processes [05]
     decoding        greedy and beam search over any decoder's steps [09]
     similarity      cosine similarity and top-k [00]
     bleu            BLEU from n-gram counts [09]
     hub             the caches checkpoints live in (OpenAI's, Hugging Face's); downloads on request
-    data            the shapes world, easy-vqa, photos, CLIP's preprocessing [00, 03]
+    data            the shapes world and its text, easy-vqa, photos, CLIP's preprocessing [00, 03, 11]
     device, check   one device choice and seeding; validation helpers that name what diverged
 
 Init policy, one for the course: every ``nn.Linear``, ``nn.Conv2d``, ``nn.LayerNorm`` and

@@ -35,11 +35,11 @@ class LMConfig(TransformerConfig):
 
     vocab_size: int
     max_length: int = 128          # the longest sequence it is trained on (RoPE itself has no limit)
-    width: int = 128
-    layers: int = 4
+    width: int = 96
+    layers: int = 3
     heads: int = 4
     kv_heads: int | None = 2
-    mlp_width: int | None = 384    # SwiGLU's hidden width, about 8/3 of the width as in LLaMA
+    mlp_width: int | None = 256    # SwiGLU's hidden width, about 8/3 of the width as in LLaMA
     activation: str = "swiglu"
     norm: str = "rms"
     norm_eps: float = 1e-6
