@@ -37,6 +37,7 @@ Training and recipes
     vqa_train       training and judging a VQA model, its baselines [08]
     pretrained      the course's shapes CLIP: its recipe, export and loading [06]
     lm_recipe       the course's shapes language model: corpus, tokenizer, training, export [11]
+    lm_eval         its loss against bigram and uniform baselines; sampled captions judged [11]
 Entry points
     clip_api        ``minimodal.load``, ``minimodal.tokenize``: OpenAI's clip API on these models
     cli             ``python -m minimodal classify | search``
@@ -53,6 +54,7 @@ Beside them (imported from any level)
     hub             the caches checkpoints live in (OpenAI's, Hugging Face's); downloads on request
     data            the shapes world and its text, easy-vqa, photos, CLIP's preprocessing [00, 03, 11]
     device, check   one device choice and seeding; validation helpers that name what diverged
+    source          a lesson shows the package's own code with show_source
 
 Init policy, one for the course: every ``nn.Linear``, ``nn.Conv2d``, ``nn.LayerNorm`` and
 ``nn.Embedding`` keeps PyTorch's default initialisation, and so does the LSTM

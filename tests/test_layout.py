@@ -25,13 +25,13 @@ PACKAGE = REPO / "minimodal"
 BESIDE, BLOCKS, TOWERS, MODELS, CONVERSION, TRAINING, ENTRY = range(7)
 LEVEL = {
     **dict.fromkeys(["device", "check", "similarity", "bleu", "bpe", "tokenizer", "vocab", "hub", "loss",
-                     "decoding", "train", "data", "lm_tokenizer"], BESIDE),
+                     "decoding", "train", "data", "lm_tokenizer", "source"], BESIDE),
     **dict.fromkeys(["transformer", "mlp", "norm", "rope", "kv_cache", "lstm"], BLOCKS),
     **dict.fromkeys(["vit", "text", "bert", "lm"], TOWERS),
     **dict.fromkeys(["clip", "zeroshot", "retrieval", "vqa", "vqa_data", "lstm_decoder", "decoder",
                      "caption", "generate"], MODELS),
     **dict.fromkeys(["convert", "convert_bert", "convert_openai", "convert_llama"], CONVERSION),
-    **dict.fromkeys(["vqa_train", "pretrained", "lm_recipe"], TRAINING),
+    **dict.fromkeys(["vqa_train", "pretrained", "lm_recipe", "lm_eval"], TRAINING),
     **dict.fromkeys(["clip_api", "cli", "tour", "grading", "__main__"], ENTRY),
 }
 # What a module-level import is called on PyPI, where the two differ.
