@@ -43,7 +43,7 @@ class LMRecipe:
     """Everything that decides the trained weights, besides the code."""
 
     seed: int = 0
-    steps: int = 1500
+    steps: int = 1800
     batch_size: int = 32         # documents per step
     documents: int = 20000       # training documents, drawn from at every step
     facts_fraction: float = 0.8  # documents that start with the scene's facts
