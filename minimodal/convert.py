@@ -24,7 +24,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -183,6 +185,24 @@ def write_checkpoint(folder: str | os.PathLike, config: dict, state: dict[str, t
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+def publish(folder: str | os.PathLike, write: Callable[[Path], None], recipe: dict | None = None) -> Path:
+    """Fill a checkpoint folder with ``write(staging)`` beside it, then move it in place.
+
+    A reader never sees a half-written checkpoint, and an interrupted export leaves the
+    old one untouched. ``recipe``, when given, is saved as recipe.json: what built it.
+    """
+    folder = Path(folder)
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    write(staging)
+    if recipe is not None:
+        (staging / "recipe.json").write_text(json.dumps(recipe, indent=2))
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
     return folder
 
 

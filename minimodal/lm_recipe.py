@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minimodal.convert_llama import llama_config, load_lm_checkpoint, save_lm_checkpoint
+from minimodal.convert import publish
+from minimodal.convert_llama import load_lm_checkpoint, save_lm_checkpoint
 from minimodal.data.shapes import ShapesConfig, ShapesWorld, questions
 from minimodal.data.shapes_text import facts, scene_document
 from minimodal.device import pick_device, seed_everything
@@ -130,17 +130,11 @@ def train_shapes_lm(recipe: LMRecipe = LMRecipe(), device: torch.device | str | 
 
 def export(model: LanguageModel, tokenizer: LMTokenizer, folder: str | Path = CHECKPOINT,
            recipe: LMRecipe | None = None) -> Path:
-    """Write the model (LlamaForCausalLM format), tokenizer.json and recipe.json, atomically."""
-    folder = Path(folder)
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    save_lm_checkpoint(model, staging)
-    tokenizer.save(staging)
-    if recipe is not None:
-        (staging / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
-    return folder
+    """Write the model (LlamaForCausalLM format), tokenizer.json and recipe.json to ``folder``."""
+    def write(staging: Path) -> None:
+        save_lm_checkpoint(model, staging)
+        tokenizer.save(staging)
+    return publish(folder, write, asdict(recipe) if recipe is not None else None)
 
 
 def is_current(folder: str | Path = CHECKPOINT) -> bool:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from minimodal.clip import CLIP, CLIPConfig, MAX_LOGIT_SCALE
-from minimodal.convert import hf_config, load_hf_checkpoint, save_hf_checkpoint
+from minimodal.convert import hf_config, load_hf_checkpoint, publish, save_hf_checkpoint
 from minimodal.data.shapes import COLORS, SHAPES, ShapesConfig, ShapesWorld
 from minimodal.data.transforms import normalize
 from minimodal.device import pick_device, seed_everything
@@ -192,21 +191,11 @@ def train_shapes_clip(recipe: Recipe = Recipe(), device: torch.device | str | No
 
 
 def export(model: CLIP, folder: str | Path = CHECKPOINT, recipe: Recipe | None = None) -> Path:
-    """Write the model (transformers' CLIPModel format), its tokenizer and its recipe to ``folder``.
-
-    Written beside the folder first and moved in place at the end, so a reader never sees
-    a half-written checkpoint.
-    """
-    folder = Path(folder)
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    save_hf_checkpoint(model, staging)
-    tokenizer().save_pretrained(staging)
-    if recipe is not None:
-        (staging / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
-    return folder
+    """Write the model (transformers' CLIPModel format), its tokenizer and its recipe to ``folder``."""
+    def write(staging: Path) -> None:
+        save_hf_checkpoint(model, staging)
+        tokenizer().save_pretrained(staging)
+    return publish(folder, write, asdict(recipe) if recipe is not None else None)
 
 
 def is_current(folder: str | Path = CHECKPOINT) -> bool:
