@@ -4,7 +4,8 @@ Blocks of causal self-attention over the words so far, cross-attention from the 
 the image's patches (the *memory*), and an MLP. Training sees every position at once
 (teacher forcing); generation keeps each layer's keys and values in a *KV cache*, so a
 new word costs one position's work rather than the whole prefix again. The cache is an
-argument of attention (``kv=``), not a second implementation of it. It speaks the step
+argument of attention (``cache=``, the same KVCache the language model of lesson 11 uses), not
+a second implementation of it. It speaks the step
 interface of ``minimodal.decoding``.
 """
 
@@ -17,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minimodal.decoding import State
+from minimodal.kv_cache import KVCache, LayerCache
 from minimodal.mlp import MLP
 from minimodal.transformer import MultiHeadAttention, TransformerConfig, causal_mask
 
@@ -57,20 +59,15 @@ class DecoderBlock(nn.Module):
         x = x + self.cross_attn(self.ln_2(x), context=memory)
         return x + self.mlp(self.ln_3(x))
 
-    def step(self, x: torch.Tensor, cache: State, layer: int) -> torch.Tensor:
-        """New positions only, x (B, 1, D), with this layer's keys and values in ``cache``.
+    def step(self, x: torch.Tensor, cache: LayerCache, memory: LayerCache) -> torch.Tensor:
+        """New positions only, x (B, 1, D), with this layer's caches of words and of patches.
 
-        The new word's keys and values are appended to those of the words before it;
-        its query then attends to all of them. No mask is needed: everything cached
-        lies in its past. The memory's keys and values were computed once by ``start``.
+        Attention appends the new word's keys and values to ``cache``, and its query then
+        attends to all of them. No mask is needed: everything cached lies in its past. The
+        memory's keys and values were computed once by ``start``.
         """
-        h = self.ln_1(x)
-        k, v = self.self_attn.keys_values(h)
-        cache[f"self_k.{layer}"] = k = torch.cat([cache[f"self_k.{layer}"], k], dim=2)  # (B, H, t+1, Dh)
-        cache[f"self_v.{layer}"] = v = torch.cat([cache[f"self_v.{layer}"], v], dim=2)
-        x = x + self.self_attn(h, kv=(k, v))
-        memory_kv = cache[f"memory_k.{layer}"], cache[f"memory_v.{layer}"]
-        x = x + self.cross_attn(self.ln_2(x), kv=memory_kv)
+        x = x + self.self_attn(self.ln_1(x), cache=cache)
+        x = x + self.cross_attn(self.ln_2(x), kv=(memory.keys, memory.values))
         return x + self.mlp(self.ln_3(x))
 
 
@@ -106,22 +103,19 @@ class TransformerDecoder(nn.Module):
         return self.head(self.decode(self.embed(tokens), memory))
 
     def start(self, memory: torch.Tensor) -> State:
-        """An empty KV cache, with the memory's keys and values made once for every layer."""
-        cache = {}
-        for layer, block in enumerate(self.blocks):
-            k, v = block.cross_attn.keys_values(memory)          # (B, H, N, Dh)
-            cache[f"memory_k.{layer}"], cache[f"memory_v.{layer}"] = k, v
-            cache[f"self_k.{layer}"] = k.new_zeros(k.shape[0], k.shape[1], 0, k.shape[3])
-            cache[f"self_v.{layer}"] = v.new_zeros(v.shape[0], v.shape[1], 0, v.shape[3])
-        return cache
+        """An empty KV cache for the words, and the memory's keys and values made once per layer."""
+        patches = KVCache(len(self.blocks))
+        for cache, block in zip(patches.layers, self.blocks):
+            cache.extend(*block.cross_attn.keys_values(memory))   # (B, H, N, Dh) each
+        return {"words": KVCache(len(self.blocks)), "patches": patches}
 
     def step(self, tokens: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """tokens (B,), the words just chosen -> logits for the next (B, V) and the grown cache."""
-        cache = dict(state)
-        x = self.embed(tokens[:, None], start=cache["self_k.0"].shape[2])  # (B, 1, D)
-        for layer, block in enumerate(self.blocks):
-            x = block.step(x, cache, layer)
-        return self.head(self.ln_final(x))[:, 0], cache
+        words, patches = state["words"], state["patches"]
+        x = self.embed(tokens[:, None], start=len(words))         # (B, 1, D)
+        for block, cache, memory in zip(self.blocks, words.layers, patches.layers):
+            x = block.step(x, cache, memory)
+        return self.head(self.ln_final(x))[:, 0], state
 
     def cross_attention(self, tokens: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
         """The last layer's cross-attention, averaged over heads: (B, T, N), for heat maps."""

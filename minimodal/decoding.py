@@ -17,17 +17,17 @@ captions by score / length ** alpha instead (alpha = 0: raw sum, alpha = 1: mean
 log-probability per word).
 
 Both work with any decoder that has ``start(memory) -> state`` and
-``step(tokens, state) -> (logits, state)``, a state being a dict of tensors whose first
-dimension is the batch.
+``step(tokens, state) -> (logits, state)``, a state being a dict of tensors (or KV caches)
+whose first dimension is the batch: ``state[name][rows]`` picks sequences.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
-State = dict[str, torch.Tensor]
+State = dict[str, Any]  # tensors or KV caches, batch first: state[name][rows] picks sequences
 
 
 class Stepper(Protocol):

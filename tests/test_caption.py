@@ -84,7 +84,7 @@ def test_cached_steps_give_the_teacher_forced_logits():
             logits, state = decoder.step(tokens[:, t], state)   # one position, keys and values cached
             stepped.append(logits)
     torch.testing.assert_close(torch.stack(stepped, dim=1), expected, atol=1e-5, rtol=0)
-    assert state["self_k.0"].shape == (3, HEADS, 10, WIDTH // HEADS)
+    assert state["words"].layers[0].keys.shape == (3, HEADS, 10, WIDTH // HEADS)
 
 
 def greedy_without_cache(decoder: TransformerDecoder, memory: torch.Tensor, bos: int, eos: int,

@@ -118,7 +118,7 @@ def test_image_to_text_retrieval_snippet(loaded, shapes_files):
 def test_preprocess_of_a_saved_render_is_the_render_normalized(loaded, shapes_files):
     _, preprocess = loaded
     paths, _, _ = shapes_files
-    pixels = torch.from_numpy(np.asarray(Image.open(paths[0]).convert("RGB"))).permute(2, 0, 1) / 255
+    pixels = torch.from_numpy(np.array(Image.open(paths[0]).convert("RGB"))).permute(2, 0, 1) / 255
     torch.testing.assert_close(preprocess(paths[0]), normalize(pixels[None])[0], atol=1e-6, rtol=0)
     array = np.asarray(Image.open(paths[0]).convert("RGB"))  # (H, W, 3) uint8, as transformers accepts
     torch.testing.assert_close(preprocess(array), preprocess(paths[0]))
