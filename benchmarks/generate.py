@@ -30,12 +30,14 @@ import argparse
 import csv
 import random
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
-from minimodal.convert_llama import to_llama_state_dict
+from minimodal.convert_llama import save_lm_checkpoint
 from minimodal.device import pick_device
 from minimodal.generate import generate
 from minimodal.lm import LanguageModel, LMConfig
@@ -61,16 +63,10 @@ def make_lm(max_length: int, seed: int = 0) -> LanguageModel:
     return model.eval()
 
 
-def reference_of(model: LanguageModel) -> LlamaForCausalLM:
-    """LlamaForCausalLM with the same weights, as tests/test_lm.py builds it, but on its default sdpa attention."""
-    c = model.config
-    reference = LlamaForCausalLM(LlamaConfig(
-        vocab_size=c.vocab_size, hidden_size=c.width, intermediate_size=c.mlp_width,
-        num_hidden_layers=c.layers, num_attention_heads=c.heads, num_key_value_heads=c.kv_heads,
-        max_position_embeddings=c.max_length, rms_norm_eps=c.norm_eps, tie_word_embeddings=c.tie_embeddings,
-        rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta}, attn_implementation="sdpa"))
-    reference.load_state_dict(to_llama_state_dict(model), strict=True)
-    return reference.eval()
+def reference_of(model: LanguageModel, folder: Path) -> LlamaForCausalLM:
+    """LlamaForCausalLM with the same weights, through the course's export and transformers' own loader."""
+    save_lm_checkpoint(model, folder)
+    return LlamaForCausalLM.from_pretrained(folder, attn_implementation="sdpa").eval()
 
 
 def make_prompts(batch: int, length: int = PROMPT_LENGTH, seed: int = 1) -> list[list[int]]:
@@ -203,11 +199,13 @@ def main() -> None:
     lengths = [int(n) for n in args.lengths.split(",")]
     if min(lengths) <= STEPS_PER_LENGTH:
         parser.error(f"every length must exceed the {STEPS_PER_LENGTH} steps timed at it")
-    print(f"course LM shape (width 128, 4 layers, 4 heads, 2 kv heads, SwiGLU 384, tied), vocab {VOCAB}, "
-          f"random weights; {device.type}, {args.dtype}, {torch.get_num_threads()} CPU thread(s)")
-
     mine = make_lm(max_length=PROMPT_LENGTH + args.new_tokens).to(device, dtype)
-    reference = reference_of(mine).to(device, dtype)
+    c = mine.config
+    print(f"course LM shape (width {c.width}, {c.layers} layers, {c.heads} heads, {c.kv_heads} kv heads, "
+          f"SwiGLU {c.mlp_width}, tied), vocab {VOCAB}, random weights; {device.type}, {args.dtype}, "
+          f"{torch.get_num_threads()} CPU thread(s)")
+    with tempfile.TemporaryDirectory() as folder:
+        reference = reference_of(mine, Path(folder)).to(device, dtype)
     print(f"\n1. greedy with the KV cache, prompts of ~{PROMPT_LENGTH} tokens, {args.new_tokens} new tokens, "
           f"median of {args.repeats} after a warm-up; transformers on sdpa attention")
     throughput = []

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from transformers import GenerationConfig, LlamaForCausalLM
 
 from minimodal.data.shapes_text import facts
