@@ -22,6 +22,13 @@ PICKS = [("red", "circle"), ("blue", "square"), ("green", "triangle"),
 SHAPE_LABELS = ["a red circle", "a blue square", "a green triangle"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def course_checkpoint():
+    """Build the shapes CLIP before any command runs, so no test's captured output holds its training."""
+    from minimodal.pretrained import load_shapes_clip
+    load_shapes_clip()
+
+
 @pytest.fixture(scope="module")
 def shapes_dir(tmp_path_factory):
     """One PNG per pick, named like red-circle.png, rendered from the test split."""
