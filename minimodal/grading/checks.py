@@ -8,6 +8,8 @@ fails by raising AssertionError with a message a learner can act on.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -57,3 +59,43 @@ def expect_equal(actual, expected, *, what: str = "the result") -> None:
     """Exact equality, for ids, counts and lists."""
     if actual != expected:
         raise AssertionError(f"{what} is {actual!r}, expected {expected!r}")
+
+
+def expect_like(actual, expected: torch.Tensor, mistakes, what: str, tol: float = 1e-5) -> None:
+    """expect_close; when it fails, name the first of the classic mistakes the answer reproduces.
+
+    ``mistakes``: (hint, what that mistake computes on the same inputs) pairs, or a function
+    that makes them, called only when the answer is wrong.
+    """
+    try:
+        expect_close(actual, expected, what=what, atol=tol, rtol=tol)
+    except AssertionError as error:
+        hint = ""
+        if isinstance(actual, torch.Tensor):
+            got, near = actual.detach().double(), max(1e-3, tol)
+            hint = next((h for h, wrong in (mistakes() if callable(mistakes) else mistakes) if got.shape
+                         == wrong.shape and torch.allclose(got, wrong.double(), atol=near, rtol=near)), "")
+        raise AssertionError(f"{error}. {hint}" if hint else str(error)) from None
+
+
+@contextlib.contextmanager
+def own_code_refused(function: str, *references: Callable):
+    """Inside, the learner's ``function`` runs; if anything it calls reaches minimodal's own
+    implementation (``references``: the functions that make up the answer), an AssertionError
+    is raised once it is done, however the call was made (imported, copied, wrapped).
+    """
+    codes, reached = {ref.__code__ for ref in references}, []
+    previous = sys.getprofile()
+
+    def watch(frame, event, arg):
+        if event == "call" and frame.f_code in codes:
+            reached.append(frame.f_code.co_qualname)
+
+    sys.setprofile(watch)
+    try:
+        yield
+    finally:
+        sys.setprofile(previous)
+        if reached:
+            raise AssertionError(f"{function} calls minimodal's own implementation ({reached[0]}): write it "
+                                 f"yourself; the grader compares your version with minimodal's")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from minimodal.generate import top_p_filter
-from minimodal.grading.checks import Check, expect_close, expect_equal, expect_tensor
+from minimodal.grading.checks import Check, expect_equal, expect_like, expect_tensor
 from minimodal.lm import LanguageModel, LMConfig
 from minimodal.mlp import SwiGLU
 from minimodal.norm import RMSNorm
@@ -27,23 +27,6 @@ NOTEBOOK = "11_language_model"
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def _expect_like(actual, expected: torch.Tensor, mistakes, what: str, tol: float = 1e-5) -> None:
-    """expect_close; when it fails, name the first of the classic mistakes the answer reproduces.
-
-    ``mistakes``: (hint, what that mistake computes on the same inputs) pairs, or a function
-    that makes them, called only when the answer is wrong.
-    """
-    try:
-        expect_close(actual, expected, what=what, atol=tol, rtol=tol)
-    except AssertionError as error:
-        hint = ""
-        if isinstance(actual, torch.Tensor):
-            got, near = actual.detach().double(), max(1e-3, tol)
-            hint = next((h for h, wrong in (mistakes() if callable(mistakes) else mistakes) if got.shape
-                         == wrong.shape and torch.allclose(got, wrong.double(), atol=near, rtol=near)), "")
-        raise AssertionError(f"{error}. {hint}" if hint else str(error)) from None
 
 
 def _expect_dtype(got: torch.Tensor, dtype: torch.dtype, what: str) -> None:
@@ -78,7 +61,7 @@ def _check_rms_values(fn, seed: int) -> None:
     for shape, eps in [((4, 8), 1e-6), ((2, 5, 16), 1e-5), ((2, 3, 4, 32), 0.5), ((3, 64), 1e-6)]:
         x = torch.randn(*shape, generator=g) + torch.randn(shape[-1], generator=g)  # vectors off centre
         weight = 1 + 0.5 * torch.randn(shape[-1], generator=g)
-        _expect_like(fn(x.clone(), weight.clone(), eps), _reference_rms(x, weight, eps),
+        expect_like(fn(x.clone(), weight.clone(), eps), _reference_rms(x, weight, eps),
                      _rms_mistakes(x, weight, eps), f"rms_norm of {shape} with eps={eps:g}")
 
 
@@ -92,7 +75,7 @@ def _check_rms_half(fn, seed: int) -> None:
         got = expect_tensor(fn(x.clone(), weight.clone(), 1e-6), shape=x.shape, what=what)
         _expect_dtype(got, dtype, what)
         low = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * weight  # all in the low precision
-        _expect_like(got, _reference_rms(x, weight, 1e-6), [
+        expect_like(got, _reference_rms(x, weight, 1e-6), [
             (f"x² overflows {str(dtype)[6:]} (its largest value is 65504): compute in float32, then cast back",
              low)], what, tol)
 
@@ -128,7 +111,7 @@ def _check_rope_values(fn, seed: int) -> None:
             _positions(seed), [(2, 8, 10000.0), (3, 16, 10000.0), (4, 64, 500.0), (1, 2, 10000.0)]):
         cos, sin = rope_angles(positions, width, theta)
         x = torch.randn(positions.shape[0], heads, positions.shape[1], width, generator=g)
-        _expect_like(fn(x.clone(), cos, sin), apply_rope(x, cos, sin), _rope_mistakes(x, cos, sin),
+        expect_like(fn(x.clone(), cos, sin), apply_rope(x, cos, sin), _rope_mistakes(x, cos, sin),
                      f"apply_rotary at {where}, head width {width}")
 
 
@@ -138,7 +121,7 @@ def _check_rope_dtype(fn, seed: int) -> None:
     what = "apply_rotary of bfloat16 queries with float32 angles"
     got = expect_tensor(fn(x.clone(), cos, sin), shape=x.shape, what=what)
     _expect_dtype(got, x.dtype, what)
-    _expect_like(got, apply_rope(x, cos, sin), _rope_mistakes(x.float(), cos, sin), what, 5e-2)
+    expect_like(got, apply_rope(x, cos, sin), _rope_mistakes(x.float(), cos, sin), what, 5e-2)
 
 
 # SwiGLU ------------------------------------------------------------------------------------
@@ -168,7 +151,7 @@ def _check_swiglu(fn, seed: int) -> None:
         except RuntimeError as error:
             raise AssertionError(f"swiglu raised RuntimeError: {error}. An nn.Linear weight is laid out "
                                  f"(out, in): x times its transpose") from None
-        _expect_like(got, expected, mistakes, f"swiglu of {shape} with hidden width {hidden}")
+        expect_like(got, expected, mistakes, f"swiglu of {shape} with hidden width {hidden}")
 
 
 # top-p -------------------------------------------------------------------------------------
@@ -304,7 +287,7 @@ def _decode_and_compare(fn, seed: int, lengths: list[int], steps: int, what: str
         expected = model(ids, attention_mask=grown)[:, -1]
         before = cache[torch.arange(len(ids))]  # the learner's step extends the cache; mistakes start here
         logits, _ = _call_step(fn, model, token, mask, cache, f"{what}, step {step}")
-        _expect_like(logits, expected, lambda: _step_mistakes(model, token, mask, before),
+        expect_like(logits, expected, lambda: _step_mistakes(model, token, mask, before),
                      f"{what}: step {step}'s output", 1e-4)
         mask = grown
 
