@@ -27,17 +27,21 @@ Models
     decoder         a Transformer caption decoder with a KV cache [09]
     caption         a patch encoder and a decoder, the captioning loss [09]
     generate        sampling (greedy, temperature, top-k, top-p), generation with a KV cache [11]
+    llava           patch features projected and spliced into a language model; the chat labels [12]
 Conversion (strict key maps to other people's checkpoints; above the models they fill)
     convert         the table of names in every format; transformers' CLIPModel [03, 06]
     convert_openai  OpenAI's CLIP and open_clip files [03]
     convert_bert    BERT, for all-MiniLM-L6-v2 [02]
     convert_llama   transformers' LlamaForCausalLM, both ways [11]
+    convert_llava   transformers' LlavaForConditionalGeneration, both ways [12]
 Training and recipes
     train           the one training loop: AdamW, warmup and cosine, clipping, autocast, resume [06]
     vqa_train       training and judging a VQA model, its baselines [08]
     pretrained      the course's shapes CLIP: its recipe, export and loading [06]
     lm_recipe       the course's shapes language model: corpus, tokenizer, training, export [11]
     lm_eval         its loss against bigram and uniform baselines; sampled captions judged [11]
+    llava_recipe    the course's LLaVA: two stages on the shapes world, export [12]
+    llava_eval      its answers per kind, hallucinations, captions, its image tokens as words [12]
 Entry points
     clip_api        ``minimodal.load``, ``minimodal.tokenize``: OpenAI's clip API on these models
     cli             ``python -m minimodal classify | search``

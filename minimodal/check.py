@@ -100,3 +100,18 @@ def assert_equal(actual, expected, *, what: str, against: str) -> None:
                   f"{a[where].item()} vs {e[where].item()}")
     claim(not detail, f"{what} equal {against} exactly" if not detail
           else f"{what} differ from {against}", detail)
+
+
+@torch.no_grad()
+def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """``model`` in eval mode with every parameter drawn at random, for a parity check.
+
+    A fresh model starts with biases at zero, norm gains at one and some embeddings at
+    zero: a swapped or forgotten tensor would then change nothing, and a comparison would
+    pass without proving anything. Vectors ~ N(1, 0.5^2), matrices ~ N(0, 0.2^2).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        values = torch.randn(p.shape, generator=generator)
+        p.copy_(values * 0.5 + 1.0 if p.dim() == 1 else values * 0.2)
+    return model.eval()

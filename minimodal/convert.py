@@ -137,22 +137,26 @@ HF_VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_la
                           hidden_act="quick_gelu", layer_norm_eps=1e-5, num_channels=3)
 
 
+def vision_config_from_hf(vision: dict, embed_dim: int | None) -> VisionConfig:
+    """minimodal's VisionConfig from a transformers CLIPVisionConfig (as a dict)."""
+    vision = {**HF_VISION_DEFAULTS, **vision}
+    if vision["num_channels"] != 3:
+        raise ValueError(f"only RGB image towers are supported, config has {vision['num_channels']} channels")
+    return VisionConfig(image_size=vision["image_size"], patch_size=vision["patch_size"],
+                        width=vision["hidden_size"], layers=vision["num_hidden_layers"],
+                        heads=vision["num_attention_heads"], mlp_width=vision["intermediate_size"],
+                        embed_dim=embed_dim, activation=vision["hidden_act"], norm_eps=vision["layer_norm_eps"])
+
+
 def clip_config_from_hf(hf: dict) -> CLIPConfig:
     """minimodal's CLIPConfig from a transformers CLIPModel config.json (as a dict)."""
     text = {**HF_TEXT_DEFAULTS, **(hf.get("text_config") or {})}
-    vision = {**HF_VISION_DEFAULTS, **(hf.get("vision_config") or {})}
-    if vision["num_channels"] != 3:
-        raise ValueError(f"only RGB image towers are supported, config has {vision['num_channels']} channels")
     embed_dim = hf.get("projection_dim", 512)
     # Configs written before transformers#24773 say eos_token_id 2 and pool at the largest id,
     # which in CLIP's vocabulary is <|endoftext|>, the last one.
     eot = text["vocab_size"] - 1 if text["eos_token_id"] == 2 else text["eos_token_id"]
     return CLIPConfig(
-        vision=VisionConfig(image_size=vision["image_size"], patch_size=vision["patch_size"],
-                            width=vision["hidden_size"], layers=vision["num_hidden_layers"],
-                            heads=vision["num_attention_heads"], mlp_width=vision["intermediate_size"],
-                            embed_dim=embed_dim, activation=vision["hidden_act"],
-                            norm_eps=vision["layer_norm_eps"]),
+        vision=vision_config_from_hf(hf.get("vision_config") or {}, embed_dim),
         text=TextConfig(vocab_size=text["vocab_size"], context_length=text["max_position_embeddings"],
                         width=text["hidden_size"], layers=text["num_hidden_layers"],
                         heads=text["num_attention_heads"], mlp_width=text["intermediate_size"],
@@ -160,16 +164,19 @@ def clip_config_from_hf(hf: dict) -> CLIPConfig:
                         norm_eps=text["layer_norm_eps"]))
 
 
+def hf_vision_config(v: VisionConfig) -> dict:
+    """A transformers CLIPVisionConfig (as a dict) for ``v``."""
+    return dict(hidden_size=v.width, intermediate_size=v.mlp_width, num_hidden_layers=v.layers,
+                num_attention_heads=v.heads, image_size=v.image_size, patch_size=v.patch_size,
+                num_channels=3, hidden_act=v.activation, layer_norm_eps=v.norm_eps)
+
+
 def hf_config(config: CLIPConfig) -> dict:
     """A transformers CLIPModel config.json (as a dict) for ``config``."""
-    v, t = config.vision, config.text
+    t = config.text
     return {
         "model_type": "clip", "architectures": ["CLIPModel"], "projection_dim": config.embed_dim,
-        "vision_config": dict(hidden_size=v.width, intermediate_size=v.mlp_width,
-                              num_hidden_layers=v.layers, num_attention_heads=v.heads,
-                              image_size=v.image_size, patch_size=v.patch_size, num_channels=3,
-                              hidden_act=v.activation, layer_norm_eps=v.norm_eps,
-                              projection_dim=config.embed_dim),
+        "vision_config": {**hf_vision_config(config.vision), "projection_dim": config.embed_dim},
         "text_config": dict(vocab_size=t.vocab_size, hidden_size=t.width,
                             intermediate_size=t.mlp_width, num_hidden_layers=t.layers,
                             num_attention_heads=t.heads, max_position_embeddings=t.context_length,
@@ -203,6 +210,34 @@ def publish(folder: str | os.PathLike, write: Callable[[Path], None], recipe: di
         (staging / "recipe.json").write_text(json.dumps(recipe, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
+    return folder
+
+
+def is_built_by(folder: str | os.PathLike, recipe: dict, config: dict | None = None) -> bool:
+    """Whether ``folder`` holds a checkpoint written by ``recipe`` (and with this config.json, if given)."""
+    folder = Path(folder)
+    try:
+        built = json.loads((folder / "recipe.json").read_text())
+        stored = json.loads((folder / "config.json").read_text())
+    except FileNotFoundError:
+        return False
+    return built == recipe and (config is None or stored == config)
+
+
+def build_if_needed(folder: str | os.PathLike, default: Path, recipe: dict, build: Callable[[Path], None], *,
+                    command: str, train_if_missing: bool = True, config: dict | None = None) -> Path:
+    """Make sure ``folder`` holds a checkpoint, calling ``build(folder)`` (train, then export) when not.
+
+    The course's own folder (``default``) is rebuilt, too, when another recipe built it (an
+    older version of the course): a stale reference checkpoint would make lessons disagree.
+    """
+    folder = Path(folder)
+    missing = not (folder / "config.json").is_file()
+    if missing or (folder == default and not is_built_by(folder, recipe, config)):
+        if not train_if_missing:
+            raise FileNotFoundError(f"no checkpoint of the current recipe in {folder}; build it with "
+                                    f"`{command} --out {folder}`")
+        build(folder)
     return folder
 
 

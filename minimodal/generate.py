@@ -19,8 +19,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-
-from minimodal.lm import LanguageModel
+import torch.nn as nn
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -74,14 +73,19 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
 
 
 @torch.no_grad()
-def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
+def generate(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
              stop_tokens: Sequence[int] = (), pad_id: int = 0, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, use_cache: bool = True,
-             seed: int | None = None) -> list[list[int]]:
+             seed: int | None = None, prompt_inputs: dict | None = None) -> list[list[int]]:
     """The tokens each prompt is continued with, up to a stop token (not included) or max_new_tokens.
+
+    ``model``: a LanguageModel, or any model with its ``forward(ids, attention_mask, cache)``
+    and ``new_cache()`` (LLaVA).
 
     With ``use_cache`` the prompt is run once (prefill) and each step feeds the new token
     alone; without, each step runs the whole sequence again. Both give the same tokens.
+    ``prompt_inputs``: more keyword inputs of the model that belong to the prompt (LLaVA's
+    images), given with every pass that reads the prompt: the prefill, or every uncached step.
     """
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, pad_id, device)
@@ -89,10 +93,11 @@ def generate(model: LanguageModel, prompts: Sequence[Sequence[int]], max_new_tok
     stops = torch.tensor(list(stop_tokens), device=device, dtype=torch.long)
     cache = model.new_cache() if use_cache else None
     done = torch.zeros(len(ids), dtype=torch.bool, device=device)
-    written, feed = [], ids
+    written, feed, extra = [], ids, prompt_inputs or {}
     model.eval()
-    for _ in range(max_new_tokens):
-        logits = model(feed, attention_mask=mask, cache=cache)[:, -1]                # (B, V)
+    for step in range(max_new_tokens):
+        reads_prompt = step == 0 or not use_cache
+        logits = model(feed, attention_mask=mask, cache=cache, **(extra if reads_prompt else {}))[:, -1]  # (B, V)
         token = next_tokens(logits, temperature, top_k, top_p, generator)            # (B,)
         token = torch.where(done, pad_id, token)
         written.append(token)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minimodal.convert import publish
+from minimodal.convert import build_if_needed, is_built_by, publish
 from minimodal.convert_llama import load_lm_checkpoint, save_lm_checkpoint
 from minimodal.data.shapes import ShapesConfig, ShapesWorld, questions
 from minimodal.data.shapes_text import facts, scene_document
@@ -139,23 +138,17 @@ def export(model: LanguageModel, tokenizer: LMTokenizer, folder: str | Path = CH
 
 def is_current(folder: str | Path = CHECKPOINT) -> bool:
     """Whether ``folder`` was built by today's recipe."""
-    try:
-        return json.loads((Path(folder) / "recipe.json").read_text()) == asdict(LMRecipe())
-    except FileNotFoundError:
-        return False
+    return is_built_by(folder, asdict(LMRecipe()))
 
 
 def load_shapes_lm(folder: str | Path = CHECKPOINT, train_if_missing: bool = True
                    ) -> tuple[LanguageModel, LMTokenizer]:
     """The course's language model and tokenizer, on the CPU in eval mode; trained first if absent."""
-    folder = Path(folder)
-    missing = not (folder / "config.json").is_file()
-    if missing or (folder == CHECKPOINT and not is_current(folder)):
-        if not train_if_missing:
-            raise FileNotFoundError(f"no checkpoint of the current recipe in {folder}; build it with "
-                                    f"`python -m minimodal.lm_recipe --out {folder}`")
+    def build(target: Path) -> None:
         model, tokenizer, _ = train_shapes_lm(LMRecipe(), progress=False)
-        export(model, tokenizer, folder, LMRecipe())
+        export(model.cpu(), tokenizer, target, LMRecipe())
+    folder = build_if_needed(folder, CHECKPOINT, asdict(LMRecipe()), build, command="python -m minimodal.lm_recipe",
+                             train_if_missing=train_if_missing)
     return load_lm_checkpoint(folder).eval(), LMTokenizer.load(folder)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from minimodal.clip import CLIP, CLIPConfig, MAX_LOGIT_SCALE
-from minimodal.convert import hf_config, load_hf_checkpoint, publish, save_hf_checkpoint
+from minimodal.convert import build_if_needed, hf_config, is_built_by, load_hf_checkpoint, publish, save_hf_checkpoint
 from minimodal.data.shapes import COLORS, SHAPES, ShapesConfig, ShapesWorld
 from minimodal.data.transforms import normalize
 from minimodal.device import pick_device, seed_everything
@@ -200,29 +199,16 @@ def export(model: CLIP, folder: str | Path = CHECKPOINT, recipe: Recipe | None =
 
 def is_current(folder: str | Path = CHECKPOINT) -> bool:
     """Whether ``folder`` holds a checkpoint built by today's recipe and model shape."""
-    folder = Path(folder)
-    try:
-        recipe = json.loads((folder / "recipe.json").read_text())
-        config = json.loads((folder / "config.json").read_text())
-    except FileNotFoundError:
-        return False
-    return recipe == asdict(Recipe()) and config == hf_config(shapes_clip_config())
+    return is_built_by(folder, asdict(Recipe()), hf_config(shapes_clip_config()))
 
 
 def load_shapes_clip(folder: str | Path = CHECKPOINT, train_if_missing: bool = True) -> CLIP:
-    """The pretrained shapes CLIP, in eval mode on the CPU; trained and exported first if absent.
-
-    The default folder is rebuilt, too, when it was built by another recipe (an older
-    version of the course): a stale reference checkpoint would make lessons disagree.
-    """
-    folder = Path(folder)
-    missing = not (folder / "config.json").is_file()
-    if missing or (folder == CHECKPOINT and not is_current(folder)):
-        if not train_if_missing:
-            raise FileNotFoundError(f"no checkpoint of the current recipe in {folder}; build it with "
-                                    f"`python -m minimodal.pretrained --out {folder}`")
-        model, _ = train_shapes_clip(Recipe(), progress=False)
-        export(model, folder, Recipe())
+    """The pretrained shapes CLIP, in eval mode on the CPU; trained and exported first if absent
+    (or, in the course's folder, built by another recipe)."""
+    def build(target: Path) -> None:
+        export(train_shapes_clip(Recipe(), progress=False)[0], target, Recipe())
+    folder = build_if_needed(folder, CHECKPOINT, asdict(Recipe()), build, config=hf_config(shapes_clip_config()),
+                             command="python -m minimodal.pretrained", train_if_missing=train_if_missing)
     return load_hf_checkpoint(folder).eval()
 
 

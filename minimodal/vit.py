@@ -28,7 +28,8 @@ class VisionConfig(TransformerConfig):
     width: int = 768
     layers: int = 12
     heads: int = 12
-    embed_dim: int = 512          # size of the output embedding, shared with the text tower
+    embed_dim: int | None = 512   # size of the output embedding, shared with the text tower;
+                                  # None: no projection (a vision tower alone, as LLaVA holds it)
     activation: str = "quick_gelu"
 
     def __post_init__(self):
@@ -90,7 +91,7 @@ class VisionTransformer(nn.Module):
         self.ln_pre = nn.LayerNorm(width, eps=config.norm_eps)
         self.transformer = Transformer(config)
         self.ln_post = nn.LayerNorm(width, eps=config.norm_eps)
-        self.proj = nn.Linear(width, config.embed_dim, bias=False)
+        self.proj = nn.Linear(width, config.embed_dim, bias=False) if config.embed_dim else None
 
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, 1 + N, width): class token and patches, positions added."""
@@ -105,7 +106,9 @@ class VisionTransformer(nn.Module):
         return self.transformer.hidden_states(self.embed(pixels))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The image embedding (B, embed_dim); without a projection, the normalized class token (B, width)."""
         tokens = self.embed(pixels)                                                     # (B, 1 + N, D)
         # Only the class token is read out, so the last block computes that one row.
         first = torch.zeros(len(tokens), 1, dtype=torch.long, device=tokens.device)    # (B, 1)
-        return self.proj(self.ln_post(self.transformer.read_out(tokens, first)[:, 0]))  # (B, embed_dim)
+        pooled = self.ln_post(self.transformer.read_out(tokens, first)[:, 0])          # (B, D)
+        return pooled if self.proj is None else self.proj(pooled)                      # (B, embed_dim)

@@ -6,9 +6,10 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
+from minimodal.check import randomized
 from minimodal.generate import generate, left_pad, next_tokens, top_k_filter, top_p_filter
-from minimodal.lm import LMConfig
-from test_lm import randomized, reference_of
+from minimodal.lm import LanguageModel, LMConfig
+from test_lm import reference_of
 
 CONFIG = LMConfig(vocab_size=40, width=32, layers=2, heads=4, kv_heads=2, mlp_width=48)
 
@@ -58,7 +59,7 @@ def test_bad_settings_are_refused():
 
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_greedy_equals_transformers_generate(use_cache):
-    model = randomized(CONFIG, seed=3)
+    model = randomized(LanguageModel(CONFIG), seed=3)
     with torch.no_grad():  # smaller weights: a random model at scale 0.2 repeats one token forever
         for p in model.parameters():
             if p.dim() > 1:
@@ -75,7 +76,7 @@ def test_greedy_equals_transformers_generate(use_cache):
 
 
 def test_a_row_stops_at_its_stop_token_and_the_others_go_on():
-    model = randomized(CONFIG, seed=3)
+    model = randomized(LanguageModel(CONFIG), seed=3)
     prompts = [[5, 9, 2], [11, 3]]
     free = generate(model, prompts, 8)
     stop = free[0][2]
@@ -85,7 +86,7 @@ def test_a_row_stops_at_its_stop_token_and_the_others_go_on():
 
 
 def test_sampling_is_repeatable_from_a_seed_and_cache_does_not_change_it():
-    model = randomized(CONFIG, seed=4)
+    model = randomized(LanguageModel(CONFIG), seed=4)
     prompts = [[1, 2, 3], [4]]
     first = generate(model, prompts, 10, temperature=1.0, top_p=0.9, seed=7)
     assert first == generate(model, prompts, 10, temperature=1.0, top_p=0.9, seed=7, use_cache=False)

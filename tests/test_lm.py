@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from minimodal.check import randomized
 from minimodal.convert import CheckpointMismatch
 from minimodal.convert_llama import (llama_config, lm_config_from_llama, load_llama_state_dict, load_lm_checkpoint,
                                      save_lm_checkpoint, to_llama_state_dict)
@@ -20,16 +21,6 @@ SHAPES = {
                                tie_embeddings=False),
     "multi-query": dict(vocab_size=29, width=32, layers=1, heads=4, kv_heads=1, mlp_width=40, rope_theta=500.0),
 }
-
-
-def randomized(config: LMConfig, seed: int = 0) -> LanguageModel:
-    """Every parameter drawn at random: norms start at one and would hide a swapped gain."""
-    torch.manual_seed(seed)
-    model = LanguageModel(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.5 if p.dim() == 1 else 0.2).add_(1.0 if p.dim() == 1 else 0.0)
-    return model
 
 
 def reference_of(model: LanguageModel) -> LlamaForCausalLM:
@@ -55,7 +46,7 @@ def left_padded(vocab_size: int, lengths: list[int], seed: int = 1) -> tuple[tor
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("fused", [True, False])
 def test_logits_equal_llama_with_padding(shape, fused):
-    model = set_fused_attention(randomized(LMConfig(**SHAPES[shape])), fused)
+    model = set_fused_attention(randomized(LanguageModel(LMConfig(**SHAPES[shape]))), fused)
     reference = reference_of(model)
     ids, mask = left_padded(model.config.vocab_size, [9, 4, 7])
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what transformers' generate passes
@@ -68,7 +59,7 @@ def test_logits_equal_llama_with_padding(shape, fused):
 
 
 def test_a_padded_prompt_gives_what_it_gives_alone():
-    model = randomized(LMConfig(**SHAPES["grouped-query, tied"]))
+    model = randomized(LanguageModel(LMConfig(**SHAPES["grouped-query, tied"])))
     ids, mask = left_padded(model.config.vocab_size, [8, 3])
     with torch.no_grad():
         batched = model(ids, attention_mask=mask)[1, -3:]
@@ -78,7 +69,7 @@ def test_a_padded_prompt_gives_what_it_gives_alone():
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_the_kv_cache_gives_the_logits_of_the_whole_sequence(shape):
-    model = randomized(LMConfig(**SHAPES[shape]))
+    model = randomized(LanguageModel(LMConfig(**SHAPES[shape])))
     ids, mask = left_padded(model.config.vocab_size, [10, 6, 8])
     with torch.no_grad():
         whole = model(ids, attention_mask=mask)
@@ -93,7 +84,7 @@ def test_the_kv_cache_gives_the_logits_of_the_whole_sequence(shape):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_checkpoints_go_both_ways(shape, tmp_path):
-    model = randomized(LMConfig(**SHAPES[shape]))
+    model = randomized(LanguageModel(LMConfig(**SHAPES[shape])))
     ids = torch.randint(0, model.config.vocab_size, (2, 6))
     folder = save_lm_checkpoint(model, tmp_path / "ours")
     reference = LlamaForCausalLM.from_pretrained(folder).eval()
@@ -106,7 +97,7 @@ def test_checkpoints_go_both_ways(shape, tmp_path):
 
 
 def test_loading_names_missing_unexpected_and_misshapen_tensors():
-    model = randomized(LMConfig(**SHAPES["multi-head, untied"]))
+    model = randomized(LanguageModel(LMConfig(**SHAPES["multi-head, untied"])))
     state = to_llama_state_dict(model)
     del state["model.layers.2.mlp.up_proj.weight"]
     state["model.layers.0.self_attn.q_proj.bias"] = torch.zeros(32)
@@ -120,7 +111,7 @@ def test_loading_names_missing_unexpected_and_misshapen_tensors():
 
 
 def test_a_tied_model_refuses_a_head_that_differs_from_its_embedding():
-    model = randomized(LMConfig(**SHAPES["grouped-query, tied"]))
+    model = randomized(LanguageModel(LMConfig(**SHAPES["grouped-query, tied"])))
     state = {k: v.clone() for k, v in to_llama_state_dict(model).items()}
     state["lm_head.weight"] += 1
     with pytest.raises(CheckpointMismatch, match="tie_embeddings=False"):
