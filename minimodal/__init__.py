@@ -52,6 +52,7 @@ Beside them (imported from any level)
     lm_tokenizer    BPE with special tokens (image, chat turns), the chat template [11]
     vocab           word-level vocabularies for questions and captions [08, 09]
     loss            InfoNCE, also across processes [05]
+    distributed     torchrun's processes for the training loop: ranks, batch slices, averages [06]
     decoding        greedy and beam search over any decoder's steps [09]
     similarity      cosine similarity and top-k [00]
     bleu            BLEU from n-gram counts [09]

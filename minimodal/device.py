@@ -16,11 +16,15 @@ import torch
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
-    """CUDA when present, else CPU; MINIMODAL_DEVICE or ``prefer`` overrides."""
-    name = prefer or os.environ.get("MINIMODAL_DEVICE")
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when present, else CPU; MINIMODAL_DEVICE or ``prefer`` overrides.
+
+    Under torchrun each process on a machine takes its own GPU, the one numbered LOCAL_RANK.
+    """
+    name = prefer or os.environ.get("MINIMODAL_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
 
 
 def seed_everything(seed: int) -> None:

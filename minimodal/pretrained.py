@@ -5,6 +5,7 @@ tiny CLIP trained contrastively on shapes-world images and their captions, expor
 transformers' format. Later lessons and the tests load it; one command rebuilds it:
 
     python -m minimodal.pretrained            # -> build/checkpoints/shapes-clip/
+    torchrun --nproc_per_node=2 -m minimodal.pretrained   # the same run over 2 processes (or GPUs)
 
 What the checkpoint expects:
 - images: 64x64 RGB shapes-world renders, scaled to [0, 1], then normalized with CLIP's
@@ -29,12 +30,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from minimodal import distributed
 from minimodal.clip import CLIP, CLIPConfig, MAX_LOGIT_SCALE
 from minimodal.convert import build_if_needed, hf_config, is_built_by, load_hf_checkpoint, publish, save_hf_checkpoint
 from minimodal.data.shapes import COLORS, SHAPES, ShapesConfig, ShapesWorld
 from minimodal.data.transforms import normalize
 from minimodal.device import pick_device, seed_everything
-from minimodal.loss import clip_loss
+from minimodal.loss import distributed_clip_loss
 from minimodal.text import TextConfig
 from minimodal.tokenizer import CLIPTokenizer
 from minimodal.train import History, TrainConfig, train
@@ -124,11 +126,15 @@ def zero_shot_accuracy(model: CLIP, split: str = "test", n: int = 540,
 
 
 def contrastive_loss(model: CLIP, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Symmetric InfoNCE on a batch of (pixels, ids) pairs."""
+    """Symmetric InfoNCE on a batch of (pixels, ids) pairs.
+
+    Under torchrun each process holds a slice of the batch, and the loss gathers every
+    process's features so that each image is still scored against all the batch's texts.
+    """
     pixels, ids = batch
     image = F.normalize(model.encode_image(pixels), dim=-1)   # (B, E)
     text = F.normalize(model.encode_text(ids), dim=-1)        # (B, E)
-    return clip_loss(image, text, model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE))
+    return distributed_clip_loss(image, text, model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE))
 
 
 def distinct_captions(captions: list[str], order, batch_size: int) -> list[int]:
@@ -174,18 +180,20 @@ def train_config(recipe: Recipe, eval_every: int = 0, progress: bool = True) -> 
 
 
 def train_shapes_clip(recipe: Recipe = Recipe(), device: torch.device | str | None = None,
-                      progress: bool = True, eval_every: int = 0) -> tuple[CLIP, History]:
+                      progress: bool = True, eval_every: int = 0,
+                      checkpoint: str | Path | None = None) -> tuple[CLIP, History]:
     """The whole recipe: seed, model, data, AdamW with warmup and cosine decay.
 
     With ``eval_every``, the history records the zero-shot test accuracy along the way.
+    With ``checkpoint``, the run saves there every 100 steps and resumes from it.
     """
     device = torch.device(device) if device is not None else pick_device()
     seed_everything(recipe.seed)
     model = CLIP(shapes_clip_config())
     config = train_config(recipe, eval_every=eval_every, progress=progress)
     evaluate = (lambda m: {"zero-shot accuracy": zero_shot_accuracy(m)}) if eval_every else None
-    history = train(model, contrastive_loss, training_batches(recipe, device), config,
-                    device=device, evaluate=evaluate)
+    history = train(model, contrastive_loss, training_batches(recipe, device), config, device=device,
+                    evaluate=evaluate, checkpoint=checkpoint, checkpoint_every=100)
     return model.eval(), history
 
 
@@ -213,20 +221,28 @@ def load_shapes_clip(folder: str | Path = CHECKPOINT, train_if_missing: bool = T
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Train and export; under torchrun every process trains its slice, and rank 0 exports."""
     parser = argparse.ArgumentParser(description="Train the course's shapes CLIP and export it.")
     parser.add_argument("--out", type=Path, default=CHECKPOINT, help="checkpoint folder")
     parser.add_argument("--seed", type=int, default=Recipe.seed)
     parser.add_argument("--steps", type=int, default=Recipe.steps)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="a training-state file: saved every 100 steps, resumed from when it exists")
     args = parser.parse_args(argv)
-    recipe = Recipe(seed=args.seed, steps=args.steps)
+    recipe = Recipe(seed=args.seed, steps=args.steps, warmup_steps=min(Recipe.warmup_steps, args.steps))
+    device = pick_device(args.device)
+    distributed.start(device)
     start = time.perf_counter()
-    model, history = train_shapes_clip(recipe, device=args.device)
+    model, history = train_shapes_clip(recipe, device=device, checkpoint=args.resume)
     seconds = time.perf_counter() - start
-    print(f"trained {recipe.steps} steps in {seconds:.0f} s; final loss {history.loss[-1]:.3f}")
-    for split in ("test", "holdout"):
-        print(f"zero-shot accuracy on {split} single shapes: {zero_shot_accuracy(model, split):.1%}")
-    print(f"exported to {export(model, args.out, recipe)}")
+    if distributed.is_main():
+        print(f"trained {recipe.steps} steps in {seconds:.0f} s on {distributed.world_size()} process(es); "
+              f"final loss {history.loss[-1]:.3f}")
+        for split in ("test", "holdout"):
+            print(f"zero-shot accuracy on {split} single shapes: {zero_shot_accuracy(model, split):.1%}")
+        print(f"exported to {export(model, args.out, recipe)}")
+    distributed.stop()
 
 
 if __name__ == "__main__":

@@ -5,19 +5,27 @@ learning rate, gradient clipping, bf16 autocast on CUDA, a progress bar, a histo
 plot, and checkpoints that resume exactly: a run stopped at step k and resumed ends with
 the same weights as a run that never stopped. For that, a batch must be a function of
 the step number (``batch_at(step)``), and the checkpoint keeps the random-number state.
+
+Under torchrun the same loop trains data-parallel: every process builds the step's batch,
+keeps its own slice, and DistributedDataParallel averages the gradients, so the weights
+follow the one-process run on the whole batch. Rank 0 alone draws the bar, evaluates and
+writes checkpoints. Nothing changes for the caller but the command that starts it.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from minimodal import distributed
 from minimodal.device import autocast
 
 
@@ -48,6 +56,7 @@ class History:
     loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     grad_norm: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)  # training time up to the end of each step, evaluations excluded
     evals: list[dict] = field(default_factory=list)   # {"step": s, **metrics}
 
 
@@ -85,25 +94,33 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
     loss_fn(model, batch) -> scalar loss; batch_at(step) -> the batch for that step, already
     on ``device``. With ``checkpoint``, training resumes from that file when it exists and
     saves to it every ``checkpoint_every`` steps and at the end. ``stop_after`` ends the run
-    early after that many steps (to show, or test, a resume).
+    early after that many steps (to show, or test, a resume). Under torchrun each process
+    trains on its slice of every batch, and the history's losses are averaged over processes.
     """
     model.to(device)
     optimizer = make_optimizer(model, config)
     history, start = History(), 0
     if checkpoint is not None and Path(checkpoint).exists():
         start, history = load_checkpoint(checkpoint, model, optimizer)
+    loss_of_batch = _loss_module(model, loss_fn, device)
+    main, rank, world = distributed.is_main(), distributed.rank(), distributed.world_size()
     end = config.steps if stop_after is None else min(config.steps, start + stop_after)
-    bar = tqdm(range(start, end), initial=start, total=config.steps, disable=not config.progress,
+    elapsed = history.seconds[-1] if history.seconds else 0.0
+    bar = tqdm(range(start, end), initial=start, total=config.steps, disable=not (config.progress and main),
                desc="train", unit="step")
     for step in bar:
-        loss, grad_norm = _step(model, optimizer, loss_fn, batch_at(step), step, config, device)
+        clock = time.perf_counter()
+        batch = distributed.shard(batch_at(step), rank, world)
+        loss, grad_norm = _step(model, loss_of_batch, optimizer, batch, step, config, device)
+        elapsed += time.perf_counter() - clock
+        history.seconds.append(elapsed)
         history.step.append(step)
         history.loss.append(loss)
         history.lr.append(optimizer.param_groups[0]["lr"])
         history.grad_norm.append(grad_norm)
         bar.set_postfix(loss=f"{loss:.4f}")
         last = step == config.steps - 1
-        if evaluate is not None and (last or (config.eval_every and (step + 1) % config.eval_every == 0)):
+        if main and evaluate is not None and (last or (config.eval_every and (step + 1) % config.eval_every == 0)):
             history.evals.append({"step": step, **_evaluate(model, evaluate)})
         if checkpoint is not None and (step + 1 == end or (checkpoint_every and (step + 1) % checkpoint_every == 0)):
             save_checkpoint(checkpoint, model, optimizer, step + 1, history)
@@ -111,21 +128,47 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
     return history
 
 
-def _step(model, optimizer, loss_fn, batch, step, config, device) -> tuple[float, float]:
+class _LossOfBatch(nn.Module):
+    """The model and its loss as one module, so DistributedDataParallel sees the whole forward.
+
+    DDP prepares its gradient averaging when its own forward runs; loss functions call
+    other methods (CLIP's encode_image and encode_text), so the forward it wraps must be
+    the loss itself.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch) -> torch.Tensor:
+        return self.loss_fn(self.model, batch)
+
+
+def _loss_module(model: nn.Module, loss_fn, device) -> nn.Module:
+    """batch -> loss; wrapped in DDP when several processes train together."""
+    module = _LossOfBatch(model, loss_fn)
+    if not distributed.is_distributed():
+        return module
+    device = torch.device(device)
+    return DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)
+
+
+def _step(model, loss_of_batch, optimizer, batch, step, config, device) -> tuple[float, float]:
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(step, config)
     model.train()
     with autocast(device):
-        loss = loss_fn(model, batch)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss is {loss.item()} at step {step}: lower the learning rate "
+        loss = loss_of_batch(batch)
+    mean_loss = distributed.mean_over_processes(loss.detach())  # the same value on every process
+    if not torch.isfinite(mean_loss):
+        raise FloatingPointError(f"loss is {mean_loss.item()} at step {step}: lower the learning rate "
                                  "or check the inputs")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     max_norm = config.grad_clip if config.grad_clip is not None else float("inf")
     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm)
     optimizer.step()
-    return loss.item(), grad_norm.item()
+    return mean_loss.item(), grad_norm.item()
 
 
 def _evaluate(model: nn.Module, evaluate) -> dict:
@@ -137,21 +180,32 @@ def _evaluate(model: nn.Module, evaluate) -> dict:
 
 
 def save_checkpoint(path, model: nn.Module, optimizer, step: int, history: History) -> None:
-    """Everything a resume needs: weights, optimizer moments, step, history, RNG state."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-             "history": asdict(history), "rng_cpu": torch.get_rng_state()}
+    """Everything a resume needs: weights, optimizer moments, step, history, and the random
+    state of every process (rank 0 writes the file; the others wait until it is there)."""
+    generators = {"rng_cpu": torch.get_rng_state}
     if torch.cuda.is_available():
-        state["rng_cuda"] = torch.cuda.get_rng_state_all()
-    tmp = Path(path).with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)  # never leave a half-written checkpoint behind
+        generators["rng_cuda"] = torch.cuda.get_rng_state   # this process's GPU
+    states = distributed.gather_objects({key: get() for key, get in generators.items()})
+    if distributed.is_main():
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                 "history": asdict(history),
+                 **{key: torch.stack([s[key] for s in states]) for key in generators}}  # (processes, state)
+        tmp = Path(path).with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)  # never leave a half-written checkpoint behind
+    distributed.barrier()
 
 
 def load_checkpoint(path, model: nn.Module, optimizer) -> tuple[int, History]:
     state = torch.load(path, map_location="cpu", weights_only=True)
+    processes, world = len(state["rng_cpu"]), distributed.world_size()
+    if processes != world:
+        raise ValueError(f"{path} was written by a run of {processes} process(es) and this run has "
+                         f"{world}: resume with the same number, since each one's random state is restored")
     model.load_state_dict(state["model"], strict=True)
     optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["rng_cpu"])
+    rank = distributed.rank()
+    torch.set_rng_state(state["rng_cpu"][rank].clone())  # a row of its own, not a view into the stack
     if "rng_cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng_cuda"])
+        torch.cuda.set_rng_state(state["rng_cuda"][rank].clone())
     return state["step"], History(**state["history"])
