@@ -65,9 +65,9 @@ def launch(processes: int, args) -> dict:
 
 def report(result: dict) -> str:
     to_target = (f"{result['seconds_to_target']:.1f} s to {TARGET:.0%}" if result["seconds_to_target"] is not None
-                 else f"{TARGET:.0%} not reached (final {result['final_accuracy']:.1%})")
+                 else f"{TARGET:.0%} not reached")
     return (f"{result['processes']} process(es) on {result['device']}: {result['steps_per_second']:.2f} steps/s, "
-            f"{to_target}")
+            f"{to_target}, final zero-shot accuracy {result['final_accuracy']:.1%}")
 
 
 def main() -> None:

@@ -48,8 +48,9 @@ def hf_config_for(config: CLIPConfig) -> HFCLIPConfig:
                          eos_token_id=t.eot_token_id, bos_token_id=0, pad_token_id=0))
 
 
-def twins(config: CLIPConfig, attn_implementation: str = "sdpa", seed: int = 0):
-    """(minimodal CLIP, transformers CLIPModel) with the same random weights, in eval mode."""
+def twins(config: CLIPConfig, attn_implementation: str = "sdpa", seed: int = 0,
+          device: torch.device | str = "cpu"):
+    """(minimodal CLIP, transformers CLIPModel) with the same random weights, in eval mode, on ``device``."""
     torch.manual_seed(seed)
     reference = CLIPModel._from_config(hf_config_for(config), attn_implementation=attn_implementation)
     # Randomize the LayerNorms too: at their init (ones, zeros) a swapped weight and bias would pass.
@@ -58,11 +59,12 @@ def twins(config: CLIPConfig, attn_implementation: str = "sdpa", seed: int = 0):
             if "norm" in name:
                 p.add_(0.1 * torch.randn_like(p))
     mine = load_hf_state_dict(CLIP(config), reference.state_dict())
-    return mine.eval(), reference.eval()
+    return mine.eval().to(device), reference.eval().to(device)
 
 
-def sample_inputs(config: CLIPConfig, batch: int = 3, seed: int = 1):
-    """Random pixels, and token ids of different lengths, each ending in end-of-text then padding.
+def sample_inputs(config: CLIPConfig, batch: int = 3, seed: int = 1, device: torch.device | str = "cpu"):
+    """Random pixels, and token ids of different lengths, each ending in end-of-text then padding,
+    drawn on the CPU and moved to ``device``.
 
     Padding uses id 0, so the end-of-text token is found by its id, not by being last.
     """
@@ -73,15 +75,16 @@ def sample_inputs(config: CLIPConfig, batch: int = 3, seed: int = 1):
     for row, length in enumerate(torch.linspace(2, t.context_length - 1, batch).long()):
         ids[row, length] = t.eot_token_id
         ids[row, length + 1:] = 0
-    return pixels, ids
+    return pixels.to(device), ids.to(device)
 
 
-def assert_tower_matches_transformers(shape: str, tower: str, attn: str) -> None:
+def assert_tower_matches_transformers(shape: str, tower: str, attn: str,
+                                      device: torch.device | str = "cpu") -> None:
     """One tower of a SMALL_SHAPES model against transformers' at every layer and at the
-    projected embedding, with minimodal's attention fused and written out."""
+    projected embedding, with minimodal's attention fused and written out, both on ``device``."""
     config = CLIPConfig(*SMALL_SHAPES[shape])
-    mine, reference = twins(config, attn)
-    pixels, ids = sample_inputs(config)
+    mine, reference = twins(config, attn, device=device)
+    pixels, ids = sample_inputs(config, device=device)
     if tower == "vision":
         ours, theirs, projection, inputs = mine.visual, reference.vision_model, reference.visual_projection, pixels
     else:

@@ -1,9 +1,10 @@
-"""Shared fixtures: small notebooks written on the fly for the grader tests."""
+"""Shared fixtures: small notebooks written on the fly for the grader tests, and the parity tests' device."""
 
 from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,3 +26,9 @@ def learner_notebook(tmp_path):
         folder.mkdir(exist_ok=True)
         return write_notebook(folder / f"{stem}.ipynb", list(code_cells))
     return make
+
+
+@pytest.fixture
+def device() -> torch.device:
+    """The device parity tests run on; tests/test_cuda.py overrides it."""
+    return torch.device("cpu")

@@ -36,32 +36,35 @@ def decoder_like(reference: nn.TransformerDecoder, fused: bool = True) -> Transf
     return decoder
 
 
-def inputs(seed: int = 0, batch: int = 3, length: int = 7):
+def inputs(seed: int = 0, batch: int = 3, length: int = 7, device: torch.device | str = "cpu"):
+    """Token ids and encoder memory, drawn on the CPU and moved to ``device``."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(VOCAB, (batch, length), generator=g), torch.randn(batch, PATCHES, WIDTH, generator=g)
+    tokens = torch.randint(VOCAB, (batch, length), generator=g)
+    memory = torch.randn(batch, PATCHES, WIDTH, generator=g)
+    return tokens.to(device), memory.to(device)
 
 
-def causal(length: int) -> torch.Tensor:
-    return nn.Transformer.generate_square_subsequent_mask(length)
+def causal(length: int, device: torch.device | None = None) -> torch.Tensor:
+    return nn.Transformer.generate_square_subsequent_mask(length, device)
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_transformer_decoder_equals_torch_with_copied_weights(fused):
-    reference = reference_decoder()
-    decoder = decoder_like(reference, fused)
-    tokens, memory = inputs()
+def test_transformer_decoder_equals_torch_with_copied_weights(fused, device):
+    reference = reference_decoder().to(device)
+    decoder = decoder_like(reference, fused).to(device)
+    tokens, memory = inputs(device=device)
     with torch.no_grad():
         x = decoder.embed(tokens)
-        expected = reference(x, memory, tgt_mask=causal(tokens.shape[1]), tgt_is_causal=True)
+        expected = reference(x, memory, tgt_mask=causal(tokens.shape[1], device), tgt_is_causal=True)
         torch.testing.assert_close(decoder.decode(x, memory), expected, atol=1e-5, rtol=0)
         torch.testing.assert_close(decoder(tokens, memory), decoder.head(expected), atol=1e-5, rtol=0)
 
 
-def test_cross_attention_map_equals_torch_attention_weights():
-    reference = reference_decoder(1)
-    decoder = decoder_like(reference, fused=True)
-    tokens, memory = inputs(1)
-    mask = causal(tokens.shape[1])
+def test_cross_attention_map_equals_torch_attention_weights(device):
+    reference = reference_decoder(1).to(device)
+    decoder = decoder_like(reference, fused=True).to(device)
+    tokens, memory = inputs(1, device=device)
+    mask = causal(tokens.shape[1], device)
     with torch.no_grad():
         x = decoder.embed(tokens)
         for layer in reference.layers[:-1]:
@@ -71,12 +74,12 @@ def test_cross_attention_map_equals_torch_attention_weights():
         _, expected = last.multihead_attn(last.norm2(x), memory, memory, need_weights=True)  # head mean
         ours = decoder.cross_attention(tokens, memory)
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
-    torch.testing.assert_close(ours.sum(-1), torch.ones(3, 7), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours.sum(-1), torch.ones(3, 7, device=device), atol=1e-5, rtol=0)
 
 
-def test_cached_steps_give_the_teacher_forced_logits():
-    decoder = decoder_like(reference_decoder(2))
-    tokens, memory = inputs(2, length=10)
+def test_cached_steps_give_the_teacher_forced_logits(device):
+    decoder = decoder_like(reference_decoder(2)).to(device)
+    tokens, memory = inputs(2, length=10, device=device)
     with torch.no_grad():
         expected = decoder(tokens, memory)                      # (B, T, V), all positions at once
         state, stepped = decoder.start(memory), []
@@ -93,16 +96,16 @@ def greedy_without_cache(decoder: TransformerDecoder, memory: torch.Tensor, bos:
     tokens = [bos]
     with torch.no_grad():
         while len(tokens) <= max_length:
-            word = int(decoder(torch.tensor([tokens]), memory)[0, -1].argmax())
+            word = int(decoder(torch.tensor([tokens], device=memory.device), memory)[0, -1].argmax())
             if word == eos:
                 break
             tokens.append(word)
     return tokens[1:]
 
 
-def test_cached_decoding_equals_uncached_token_for_token():
-    decoder = decoder_like(reference_decoder(3))
-    _, memory = inputs(3, batch=8)
+def test_cached_decoding_equals_uncached_token_for_token(device):
+    decoder = decoder_like(reference_decoder(3)).to(device)
+    _, memory = inputs(3, batch=8, device=device)
     cached = greedy_decode(decoder, memory, bos=2, eos=3, max_length=11)
     uncached = [greedy_without_cache(decoder, memory[i:i + 1], 2, 3, 11) for i in range(8)]
     assert cached == uncached
@@ -130,9 +133,9 @@ def test_lstm_decoder_shapes_and_attention_weights():
     assert (weights[:, 1:] - weights[:, :1]).abs().max() > 1e-3, "where it looks depends on what it has said"
 
 
-def test_lstm_steps_equal_the_teacher_forced_run():
-    decoder = lstm_decoder(1)
-    tokens, memory = inputs(5, batch=4, length=5)
+def test_lstm_steps_equal_the_teacher_forced_run(device):
+    decoder = lstm_decoder(1).to(device)
+    tokens, memory = inputs(5, batch=4, length=5, device=device)
     with torch.no_grad():
         expected = decoder(tokens, memory)
         state, stepped = decoder.start(memory), []
@@ -143,9 +146,9 @@ def test_lstm_steps_equal_the_teacher_forced_run():
 
 
 @pytest.mark.parametrize("kind", ["lstm", "transformer"])
-def test_beam_width_one_equals_greedy_on_both_decoders(kind):
-    decoder = lstm_decoder(2) if kind == "lstm" else decoder_like(reference_decoder(4))
-    _, memory = inputs(6, batch=6)
+def test_beam_width_one_equals_greedy_on_both_decoders(kind, device):
+    decoder = (lstm_decoder(2) if kind == "lstm" else decoder_like(reference_decoder(4))).to(device)
+    _, memory = inputs(6, batch=6, device=device)
     greedy = greedy_decode(decoder, memory, bos=2, eos=3, max_length=10)
     beams = [beam_search(decoder, memory[i:i + 1], bos=2, eos=3, beam_width=1, max_length=10) for i in range(6)]
     assert beams == greedy

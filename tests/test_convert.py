@@ -34,11 +34,11 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
         assert torch.equal(sa[key], sb[key]), f"{key} changed"
 
 
-def test_vit_b32_shape_matches_transformers_clip():
+def test_vit_b32_shape_matches_transformers_clip(device):
     """One model at the real size (151M parameters; slow on 2 cores): the small shapes test sdpa."""
     config, attn = CLIPConfig(), "eager"
-    mine, reference = twins(config, attn)
-    pixels, ids = sample_inputs(config, batch=2)
+    mine, reference = twins(config, attn, device=device)
+    pixels, ids = sample_inputs(config, batch=2, device=device)
     with torch.no_grad():
         out = reference(pixel_values=pixels, input_ids=ids, output_hidden_states=True)
         logits_per_image, logits_per_text = mine(pixels, ids)
@@ -202,23 +202,24 @@ def open_clip_twin(open_clip_model, config: CLIPConfig, head_width: int):
     return model.eval()
 
 
-def test_openai_state_dict_loads_and_matches_open_clip(open_clip_model):
+def test_openai_state_dict_loads_and_matches_open_clip(open_clip_model, device):
     vision, text = SMALL_SHAPES["tiny"]  # head width 16 in both towers
     config = CLIPConfig(vision, text)
     reference = open_clip_twin(open_clip_model, config, head_width=16)
     state = reference.state_dict()
     assert clip_config_from_openai(state, head_width=16) == config
     mine = load_openai_state_dict(CLIP(config), state).eval()
-    assert_same_embeddings(mine, reference, config, "from an OpenAI state dict")
     exported = to_openai_state_dict(mine)
     assert exported.keys() == state.keys()
     for key in state:
         assert torch.equal(exported[key], state[key]), f"{key} changed in the round trip"
+    assert_same_embeddings(mine.to(device), reference.to(device), config, "from an OpenAI state dict")
 
 
 def assert_same_embeddings(mine: CLIP, reference, config: CLIPConfig, source: str) -> None:
-    """minimodal's CLIP and an open_clip CLIP embed the same sample images and captions alike."""
-    pixels, ids = sample_inputs(config)
+    """minimodal's CLIP and an open_clip CLIP embed the same sample images and captions alike,
+    on the device that holds minimodal's model."""
+    pixels, ids = sample_inputs(config, device=next(mine.parameters()).device)
     with torch.no_grad():
         assert_close(mine.encode_image(pixels), reference.encode_image(pixels),
                      what=f"image embeddings {source}", against="open_clip CLIP")

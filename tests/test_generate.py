@@ -57,17 +57,25 @@ def test_bad_settings_are_refused():
         left_pad([[1], []], pad_id=0)
 
 
-@pytest.mark.parametrize("use_cache", [True, False])
-def test_greedy_equals_transformers_generate(use_cache):
+PROMPTS = [[5, 9, 2, 31, 7], [11, 3], [8, 8, 1, 20]]
+
+
+def greedy_model() -> LanguageModel:
+    """A random model whose greedy continuations vary: at scale 0.2 it repeats one token forever."""
     model = randomized(LanguageModel(CONFIG), seed=3)
-    with torch.no_grad():  # smaller weights: a random model at scale 0.2 repeats one token forever
+    with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
                 p.mul_(0.5)
-    reference = reference_of(model)
-    prompts = [[5, 9, 2, 31, 7], [11, 3], [8, 8, 1, 20]]
-    ours = generate(model, prompts, 12, pad_id=0, use_cache=use_cache)
-    ids, mask = left_pad(prompts, pad_id=0)
+    return model
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_greedy_equals_transformers_generate(use_cache, device):
+    model = greedy_model().to(device)
+    reference = reference_of(model).to(device)
+    ours = generate(model, PROMPTS, 12, pad_id=0, use_cache=use_cache)
+    ids, mask = left_pad(PROMPTS, pad_id=0, device=device)
     settings = GenerationConfig(max_new_tokens=12, do_sample=False, pad_token_id=0, eos_token_id=None,
                                 use_cache=use_cache)
     theirs = reference.generate(ids, attention_mask=mask, generation_config=settings)[:, ids.shape[1]:]

@@ -45,8 +45,10 @@ def reference_of(model: LLaVA) -> LlavaForConditionalGeneration:
     return reference.eval()
 
 
-def batch(tokens: int = 16, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Two rows of ids: the first holds two images, the second one image and left padding; 3 images' pixels."""
+def batch(tokens: int = 16, seed: int = 1,
+          device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two rows of ids: the first holds two images, the second one image and left padding; 3 images' pixels.
+    Drawn on the CPU, moved to ``device``."""
     generator = torch.Generator().manual_seed(seed)
     words = torch.randint(8, 50, (40,), generator=generator).tolist()
     first = expand_image_tokens([1, *words[:2], IMAGE, words[2], IMAGE, words[3]], IMAGE, tokens)
@@ -54,13 +56,14 @@ def batch(tokens: int = 16, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, 
     padding = len(first) - len(second)
     ids = torch.tensor([first, [0] * padding + second])
     mask = torch.tensor([[1] * len(first), [0] * padding + [1] * len(second)])
-    return ids, mask, torch.randn(3, 3, 16, 16, generator=generator)
+    return ids.to(device), mask.to(device), torch.randn(3, 3, 16, 16, generator=generator).to(device)
 
 
-def test_logits_equal_transformers_llava_with_several_images_and_padding():
-    model = randomized(LLaVA(config()))
-    ids, mask, pixels = batch()
-    expected = reference_of(model)(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits
+def test_logits_equal_transformers_llava_with_several_images_and_padding(device):
+    model = randomized(LLaVA(config())).to(device)
+    ids, mask, pixels = batch(device=device)
+    reference = reference_of(model).to(device)
+    expected = reference(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits
     real = mask.bool()
     torch.testing.assert_close(model(ids, pixels, attention_mask=mask)[real], expected[real], atol=1e-5, rtol=0)
 
@@ -112,9 +115,9 @@ def test_pooled_image_tokens_are_averages_of_patch_features():
         llava_hf_config(model.config)
 
 
-def test_generation_with_images_is_the_same_with_and_without_the_cache():
-    model = randomized(LLaVA(config()))
-    ids, mask, pixels = batch()
+def test_generation_with_images_is_the_same_with_and_without_the_cache(device):
+    model = randomized(LLaVA(config())).to(device)
+    ids, mask, pixels = batch(device=device)
     prompts = [row[row_mask.bool()].tolist() for row, row_mask in zip(ids, mask)]
     runs = [generate(model, prompts, 6, prompt_inputs={"pixels": pixels}, use_cache=use_cache)
             for use_cache in (True, False)]

@@ -35,20 +35,22 @@ def reference_of(model: LanguageModel) -> LlamaForCausalLM:
     return reference.eval()
 
 
-def left_padded(vocab_size: int, lengths: list[int], seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def left_padded(vocab_size: int, lengths: list[int], seed: int = 1,
+                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ids left-padded with 0 to the longest of ``lengths``, and their mask, moved to ``device``."""
     generator = torch.Generator().manual_seed(seed)
     width = max(lengths)
     ids = torch.randint(1, vocab_size, (len(lengths), width), generator=generator)
     mask = torch.tensor([[0] * (width - n) + [1] * n for n in lengths])
-    return ids * mask, mask
+    return (ids * mask).to(device), mask.to(device)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("fused", [True, False])
-def test_logits_equal_llama_with_padding(shape, fused):
-    model = set_fused_attention(randomized(LanguageModel(LMConfig(**SHAPES[shape]))), fused)
-    reference = reference_of(model)
-    ids, mask = left_padded(model.config.vocab_size, [9, 4, 7])
+def test_logits_equal_llama_with_padding(shape, fused, device):
+    model = set_fused_attention(randomized(LanguageModel(LMConfig(**SHAPES[shape]))), fused).to(device)
+    reference = reference_of(model).to(device)
+    ids, mask = left_padded(model.config.vocab_size, [9, 4, 7], device=device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # what transformers' generate passes
     with torch.no_grad():
         ours = model(ids, attention_mask=mask)
@@ -58,9 +60,9 @@ def test_logits_equal_llama_with_padding(shape, fused):
     torch.testing.assert_close(ours[real], theirs[real], atol=1e-5, rtol=1e-5)
 
 
-def test_a_padded_prompt_gives_what_it_gives_alone():
-    model = randomized(LanguageModel(LMConfig(**SHAPES["grouped-query, tied"])))
-    ids, mask = left_padded(model.config.vocab_size, [8, 3])
+def test_a_padded_prompt_gives_what_it_gives_alone(device):
+    model = randomized(LanguageModel(LMConfig(**SHAPES["grouped-query, tied"]))).to(device)
+    ids, mask = left_padded(model.config.vocab_size, [8, 3], device=device)
     with torch.no_grad():
         batched = model(ids, attention_mask=mask)[1, -3:]
         alone = model(ids[1:, -3:])[0]
@@ -68,9 +70,9 @@ def test_a_padded_prompt_gives_what_it_gives_alone():
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-def test_the_kv_cache_gives_the_logits_of_the_whole_sequence(shape):
-    model = randomized(LanguageModel(LMConfig(**SHAPES[shape])))
-    ids, mask = left_padded(model.config.vocab_size, [10, 6, 8])
+def test_the_kv_cache_gives_the_logits_of_the_whole_sequence(shape, device):
+    model = randomized(LanguageModel(LMConfig(**SHAPES[shape]))).to(device)
+    ids, mask = left_padded(model.config.vocab_size, [10, 6, 8], device=device)
     with torch.no_grad():
         whole = model(ids, attention_mask=mask)
         cache = model.new_cache()

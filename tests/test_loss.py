@@ -28,22 +28,22 @@ def open_clip_loss():
 
 
 @pytest.mark.parametrize("batch, dim, scale", [(1, 8, 1.0), (5, 16, 14.3), (64, 512, 100.0)])
-def test_equals_open_clip_clip_loss(open_clip_loss, batch, dim, scale):
+def test_equals_open_clip_clip_loss(open_clip_loss, batch, dim, scale, device):
     g = torch.Generator().manual_seed(batch)
-    images = F.normalize(torch.randn(batch, dim, generator=g), dim=-1)
-    texts = F.normalize(torch.randn(batch, dim, generator=g), dim=-1)
-    ours = clip_loss(images, texts, torch.tensor(scale))
-    theirs = open_clip_loss(images, texts, torch.tensor(scale))
+    images = F.normalize(torch.randn(batch, dim, generator=g).to(device), dim=-1)
+    texts = F.normalize(torch.randn(batch, dim, generator=g).to(device), dim=-1)
+    ours = clip_loss(images, texts, torch.tensor(scale, device=device))
+    theirs = open_clip_loss(images, texts, torch.tensor(scale, device=device))
     assert torch.allclose(ours, theirs, atol=1e-6, rtol=1e-6), (ours, theirs)
 
 
-def test_gradients_equal_open_clip(open_clip_loss):
+def test_gradients_equal_open_clip(open_clip_loss, device):
     g = torch.Generator().manual_seed(0)
-    raw = torch.randn(2, 6, 32, generator=g)
+    raw = torch.randn(2, 6, 32, generator=g).to(device)
     grads = []
     for loss_fn in (clip_loss, open_clip_loss):
         features = raw.clone().requires_grad_()
-        scale = torch.tensor(10.0, requires_grad=True)
+        scale = torch.tensor(10.0, device=device, requires_grad=True)
         loss_fn(F.normalize(features[0], dim=-1), F.normalize(features[1], dim=-1), scale).backward()
         grads.append((features.grad, scale.grad))
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)

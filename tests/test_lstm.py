@@ -10,13 +10,13 @@ from minimodal.lstm import LSTM, LSTMCell, LSTMConfig, init_forget_bias, lstm_ce
 ATOL = 1e-5
 
 
-def twin_lstms(input_size=5, hidden_size=7, num_layers=2, seed=0):
-    """A torch.nn.LSTM and a minimodal LSTM holding the same random weights."""
+def twin_lstms(input_size=5, hidden_size=7, num_layers=2, seed=0, device="cpu"):
+    """A minimodal LSTM and a torch.nn.LSTM holding the same random weights, on ``device``."""
     torch.manual_seed(seed)
     reference = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True)
     mine = LSTM(LSTMConfig(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers))
     mine.load_from_torch(reference)
-    return mine, reference
+    return mine.to(device), reference.to(device)
 
 
 def reference_on_padded(reference, x, lengths, state=None):
@@ -46,9 +46,9 @@ def test_cell_module_has_torch_parameter_shapes():
 
 
 @pytest.mark.parametrize("num_layers", [1, 3])
-def test_full_length_batch_matches_torch(num_layers):
-    mine, reference = twin_lstms(num_layers=num_layers)
-    x = torch.randn(4, 6, 5)
+def test_full_length_batch_matches_torch(num_layers, device):
+    mine, reference = twin_lstms(num_layers=num_layers, device=device)
+    x = torch.randn(4, 6, 5).to(device)
     out, (h, c) = mine(x)
     expected_out, (expected_h, expected_c) = reference(x)
     torch.testing.assert_close(out, expected_out, atol=ATOL, rtol=0)
@@ -56,13 +56,14 @@ def test_full_length_batch_matches_torch(num_layers):
     torch.testing.assert_close(c, expected_c, atol=ATOL, rtol=0)
 
 
-def test_padded_batch_matches_packed_torch_values_and_gradients():
-    mine, reference = twin_lstms(num_layers=2)
-    lengths = torch.tensor([6, 1, 4, 3, 6])
+def test_padded_batch_matches_packed_torch_values_and_gradients(device):
+    mine, reference = twin_lstms(num_layers=2, device=device)
+    lengths = torch.tensor([6, 1, 4, 3, 6])  # stays on the CPU: pack_padded_sequence wants it there
     x = torch.randn(5, 6, 5)
     x[torch.arange(6)[None, :] >= lengths[:, None]] = 99.0  # padding that must not leak in
-    state = (torch.randn(2, 5, 7), torch.randn(2, 5, 7))
-    weights = torch.randn(5, 6, 7)  # a loss that weighs every output differently
+    x = x.to(device)
+    state = (torch.randn(2, 5, 7).to(device), torch.randn(2, 5, 7).to(device))
+    weights = torch.randn(5, 6, 7).to(device)  # a loss that weighs every output differently
 
     results = []
     for model, run in [(mine, lambda: mine(x_leaf, lengths, state)),

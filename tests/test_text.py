@@ -55,15 +55,15 @@ def test_a_token_never_sees_the_tokens_after_it():
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("shape", sorted(SMALL_SHAPES))
-def test_small_text_encoders_match_transformers(shape, attn):
-    assert_tower_matches_transformers(shape, "text", attn)
+def test_small_text_encoders_match_transformers(shape, attn, device):
+    assert_tower_matches_transformers(shape, "text", attn, device)
 
 
-def test_short_captions_are_cut_at_the_last_end_of_text_and_still_match_transformers():
+def test_short_captions_are_cut_at_the_last_end_of_text_and_still_match_transformers(device):
     """forward computes only up to the batch's last end-of-text token; transformers computes all 16."""
     config = CLIPConfig(*SMALL_SHAPES["tiny"])
-    mine, reference = twins(config)
-    _, ids = sample_inputs(config, batch=4)
+    mine, reference = twins(config, device=device)
+    _, ids = sample_inputs(config, batch=4, device=device)
     ids[:, 7:] = 0
     ids[:, 6] = config.text.eot_token_id  # every caption ends by position 6; row 3 earlier still
     ids[3, 3:] = 0

@@ -52,27 +52,29 @@ def test_padding_mask_shape_and_bad_input():
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_self_attention_with_padding_and_causal_masks_matches_torch(fused):
+def test_self_attention_with_padding_and_causal_masks_matches_torch(fused, device):
     torch.manual_seed(0)
     theirs = nn.MultiheadAttention(16, 4, batch_first=True).eval()
     mine = MultiHeadAttention(16, 4, fused=fused)
     copy_from_torch_mha(mine, theirs)
-    x = torch.randn(3, 6, 16)
-    real = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4])
+    mine, theirs = mine.to(device), theirs.to(device)
+    x = torch.randn(3, 6, 16).to(device)
+    real = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4], device=device)
     expected, _ = theirs(x, x, x, key_padding_mask=real == 0, need_weights=False)
     assert_close(mine(x, mask=padding_mask(real)), expected, what="padded self-attention",
                  against="torch.nn.MultiheadAttention")
-    expected, _ = theirs(x, x, x, attn_mask=~causal_mask(6), need_weights=False)
-    assert_close(mine(x, mask=causal_mask(6)), expected, what="causal self-attention",
+    expected, _ = theirs(x, x, x, attn_mask=~causal_mask(6, device), need_weights=False)
+    assert_close(mine(x, mask=causal_mask(6, device)), expected, what="causal self-attention",
                  against="torch.nn.MultiheadAttention")
 
 
-def test_cross_attention_takes_keys_and_values_from_the_context():
+def test_cross_attention_takes_keys_and_values_from_the_context(device):
     torch.manual_seed(0)
     theirs = nn.MultiheadAttention(16, 2, batch_first=True).eval()
     mine = MultiHeadAttention(16, 2)
     copy_from_torch_mha(mine, theirs)
-    x, context = torch.randn(2, 3, 16), torch.randn(2, 9, 16)
+    mine, theirs = mine.to(device), theirs.to(device)
+    x, context = torch.randn(2, 3, 16).to(device), torch.randn(2, 9, 16).to(device)
     expected, expected_weights = theirs(x, context, context, average_attn_weights=False)
     assert_close(mine(x, context), expected, what="cross-attention", against="torch.nn.MultiheadAttention")
     assert_close(mine.attention_map(x, context), expected_weights, what="cross-attention weights",
@@ -93,8 +95,9 @@ def test_quick_gelu_and_gelu_match_transformers_activations():
         MLP(4, 8, "relu6")
 
 
-@pytest.mark.parametrize("pre_norm", [True, False])
-def test_block_matches_torch_transformer_encoder_layer(pre_norm):
+def twin_blocks(pre_norm: bool, device: torch.device | str = "cpu") -> tuple[Block, nn.TransformerEncoderLayer]:
+    """Our Block and a torch.nn.TransformerEncoderLayer holding the same weights (seeds torch with 0),
+    on ``device``."""
     torch.manual_seed(0)
     theirs = nn.TransformerEncoderLayer(16, 4, 40, dropout=0.0, activation="gelu",
                                         batch_first=True, norm_first=pre_norm).eval()
@@ -105,9 +108,15 @@ def test_block_matches_torch_transformer_encoder_layer(pre_norm):
                                    (mine.ln_1, theirs.norm1), (mine.ln_2, theirs.norm2)):
             torch_module.weight.add_(0.1 * torch.randn_like(torch_module.weight))
             ours.load_state_dict(torch_module.state_dict())
-    x = torch.randn(2, 5, 16)
-    real = torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
-    rows = torch.tensor([[4, 0], [2, 1]])  # a few real positions of each sequence
+    return mine.to(device), theirs.to(device)
+
+
+@pytest.mark.parametrize("pre_norm", [True, False])
+def test_block_matches_torch_transformer_encoder_layer(pre_norm, device):
+    mine, theirs = twin_blocks(pre_norm, device)
+    x = torch.randn(2, 5, 16).to(device)
+    real = torch.tensor([[1] * 5, [1] * 3 + [0] * 2], device=device)
+    rows = torch.tensor([[4, 0], [2, 1]], device=device)  # a few real positions of each sequence
     with torch.no_grad():
         expected = theirs(x, src_key_padding_mask=real == 0)
         actual = mine(x, padding_mask(real))
@@ -116,8 +125,8 @@ def test_block_matches_torch_transformer_encoder_layer(pre_norm):
     arrangement = f"{'pre' if pre_norm else 'post'}-LN block"
     assert_close(actual[real.bool()], expected[real.bool()],
                  what=arrangement, against="torch.nn.TransformerEncoderLayer")
-    assert_close(at_rows, expected[torch.arange(2)[:, None], rows], what=f"{arrangement} at a few rows",
-                 against="torch.nn.TransformerEncoderLayer at those rows")
+    assert_close(at_rows, expected[torch.arange(2, device=device)[:, None], rows],
+                 what=f"{arrangement} at a few rows", against="torch.nn.TransformerEncoderLayer at those rows")
 
 
 def test_mean_pool_averages_only_real_tokens():
@@ -146,10 +155,11 @@ def minilm():
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_minilm_sentence_embeddings_match_sentence_transformers(minilm, fused):
+def test_minilm_sentence_embeddings_match_sentence_transformers(minilm, fused, device):
     reference, tokenizer, mine = minilm
-    set_fused_attention(mine, fused)
-    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    reference.to(device)
+    set_fused_attention(mine.to(device), fused)
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt").to(device)
     assert (batch["attention_mask"] == 0).any(), "the batch should contain padding"
     with torch.no_grad():
         pooled = mine(batch["input_ids"], batch["attention_mask"])
@@ -161,10 +171,10 @@ def test_minilm_sentence_embeddings_match_sentence_transformers(minilm, fused):
                  against="SentenceTransformer.encode", atol=1e-5)
 
 
-def test_minilm_hidden_states_match_transformers_bert(minilm):
+def test_minilm_hidden_states_match_transformers_bert(minilm, device):
     reference, tokenizer, mine = minilm
-    bert = reference[0].auto_model
-    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt")
+    bert, mine = reference[0].auto_model.to(device), mine.to(device)
+    batch = tokenizer(SENTENCES, padding=True, return_tensors="pt").to(device)
     with torch.no_grad():
         expected = bert(**batch, output_hidden_states=True).hidden_states
         actual = mine.hidden_states(batch["input_ids"], batch["attention_mask"])

@@ -43,5 +43,5 @@ def test_wrong_pixel_shape_is_refused_with_the_expected_shape():
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("shape", sorted(SMALL_SHAPES))
-def test_small_vits_match_transformers(shape, attn):
-    assert_tower_matches_transformers(shape, "vision", attn)
+def test_small_vits_match_transformers(shape, attn, device):
+    assert_tower_matches_transformers(shape, "vision", attn, device)
