@@ -95,7 +95,8 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, object], torch.Tensor]
     on ``device``. With ``checkpoint``, training resumes from that file when it exists and
     saves to it every ``checkpoint_every`` steps and at the end. ``stop_after`` ends the run
     early after that many steps (to show, or test, a resume). Under torchrun each process
-    trains on its slice of every batch, and the history's losses are averaged over processes.
+    trains on its slice of every batch, the history's losses are averaged over processes, and
+    only rank 0 evaluates (the other ranks' history.evals stay empty).
     """
     model.to(device)
     optimizer = make_optimizer(model, config)

@@ -44,6 +44,7 @@ def test_it_learns_and_records_history():
     config = TrainConfig(steps=200, lr=1e-2, warmup_steps=10, progress=False)
     history = train(tiny_model(), mse, batch_at, config, evaluate=lambda m: {"val": mse(m, batch_at(10_000)).item()})
     assert history.step == list(range(200)) and len(history.lr) == 200
+    assert len(history.seconds) == 200 and all(b > a for a, b in zip(history.seconds, history.seconds[1:]))
     assert sum(history.loss[-20:]) < 0.3 * sum(history.loss[:20])  # dropout keeps it from zero
     assert history.evals[-1]["step"] == 199 and history.evals[-1]["val"] < 0.2 * history.loss[0]
 
