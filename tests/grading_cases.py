@@ -14,6 +14,7 @@ from types import ModuleType
 
 from conftest import REPO
 from minimodal.grading import grade
+from minimodal.grading.checks import as_graded
 from minimodal.grading.exercises import exercise_text
 
 
@@ -24,13 +25,17 @@ def define(source: str, name: str):
     return namespace[name]
 
 
-def failed_checks(checks, function: str, fn, seed: int = 0) -> dict[str, str]:
-    """{check name: message} for the checks of ``function`` that ``fn`` fails."""
+def failed_checks(checks, function: str, fn, seed: int = 0, as_learner: bool = True) -> dict[str, str]:
+    """{check name: message} for the checks of ``function`` that ``fn`` fails.
+
+    ``as_learner``: ``fn`` is called as the learner's would be, refused if it reaches minimodal's
+    own code; False for minimodal's own functions, which must pass the checks themselves.
+    """
     failed = {}
     for check in checks:
         if check.function == function:
             try:
-                check.run(fn, seed)
+                check.run(as_graded(check, fn) if as_learner else fn, seed)
             except AssertionError as error:
                 failed[check.name] = str(error)
     return failed
@@ -88,7 +93,7 @@ class SuiteCases:
         for check in self.suite.CHECKS:
             fn = define(self.right, check.function)
             for seed in range(3):
-                check.run(fn, seed)
+                check.run(as_graded(check, fn), seed)
 
     def test_each_mistake_fails_exactly_its_checks(self, mistake):
         assert_fails_exactly(self.suite.CHECKS, *self.wrong[mistake])

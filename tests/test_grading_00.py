@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import REPO
 from minimodal.grading import grade
@@ -117,10 +118,82 @@ def test_sys_exit_in_a_cell_does_not_stop_grading(learner_notebook):
     assert "sys.exit(1)" in report.cell_errors[0]
 
 
-def test_a_process_that_dies_marks_unreached_checks_as_failed(learner_notebook):
+def test_a_cell_that_ends_the_process_is_left_out_and_the_rest_still_graded(learner_notebook):
     report = grade(learner_notebook("00_warmup", RIGHT, "import os\nos._exit(3)"))
-    assert report.score == 0
-    assert all("ended the grader's process (exit 3" in r.message for r in report.results)
+    assert report.score == report.total, report.table()
+    assert report.cell_errors == ["cell 2: ended the notebook's process (exit 3: no message); "
+                                  "the grader went on without it"]
+
+
+def test_a_function_that_ends_the_process_fails_its_checks_only(learner_notebook):
+    dying = RIGHT + "\nimport os\n\ndef top_k(scores, k):\n    os._exit(4)\n"
+    report = grade(learner_notebook("00_warmup", dying))
+    assert messages(report) == {"top-k retrieval, best first": "`top_k` ended the notebook's process "
+                                                               "(exit 4: no message)"}
+
+
+def test_a_bare_except_cannot_swallow_the_time_limit(learner_notebook):
+    swallowing = RIGHT + """
+import time
+
+def softmax(x, dim=-1):
+    while True:
+        try:
+            time.sleep(0.01)
+        except:
+            pass
+"""
+    report = grade(learner_notebook("00_warmup", swallowing))
+    failed = messages(report)
+    assert set(failed) == {"softmax equals torch.softmax", "softmax is stable for large logits"}, report.table()
+    assert all("time limit" in m for m in failed.values()), report.table()
+
+
+def test_minimodal_own_code_scores_nothing_however_it_is_reached(learner_notebook):
+    borrowed = RIGHT + """
+import minimodal.similarity
+from minimodal.similarity import cosine_similarity_matrix
+
+def top_k(scores, k):
+    return minimodal.similarity.top_k(scores.clone(), k)
+"""
+    report = grade(learner_notebook("00_warmup", borrowed))
+    failed = messages(report)
+    assert set(failed) == {"cosine similarity matrix", "top-k retrieval, best first"}, report.table()
+    assert "calls minimodal's own implementation (cosine_similarity_matrix)" in failed["cosine similarity matrix"]
+    assert "calls minimodal's own implementation (top_k)" in failed["top-k retrieval, best first"]
+
+
+FORGER = """
+import json, os, sys, __main__
+import minimodal.grading.grader as grader
+from minimodal.grading.channel import pack_reply, send
+
+passed = lambda *args, **kwargs: (True, "passed")
+__main__.run_check = grader.run_check = passed
+__main__.answer = lambda request, namespace: {"value": "forged"}
+for index in range(4):
+    record = json.dumps({"index": index, "passed": True, "message": "passed"}) + "\\n"
+    for path in sys.argv[1:]:
+        try:
+            with open(path, "a") as f:
+                f.write(record)
+        except OSError:
+            pass
+for fd in sys.argv[2:4]:
+    try:
+        send(int(fd), pack_reply({"value": "forged"}))
+        send(int(fd), pack_reply({"ready": True}))
+    except (OSError, ValueError):
+        pass
+"""
+
+
+def test_patching_the_grader_or_forging_its_records_scores_nothing(learner_notebook):
+    wrong = "def softmax(x, dim=-1):\n    return x\n\ndef cosine_similarity_matrix(a, b):\n    return a @ b.T\n" \
+            "\ndef top_k(scores, k):\n    return scores[:, :k]\n"
+    report = grade(learner_notebook("00_warmup", wrong, FORGER))
+    assert report.score == 0, report.table()
 
 
 def test_cli_prints_json_and_exits_zero_only_on_full_marks():
@@ -149,3 +222,22 @@ def test_unbalanced_markers_are_an_error(bad):
     from minimodal.grading.exercises import strip_solutions
     with pytest.raises(ValueError, match="SOLUTION"):
         strip_solutions(bad)
+
+
+def test_self_check_prints_each_verdict_and_refuses_minimodal_own_code(capsys):
+    from minimodal.grading import self_check
+    from minimodal.similarity import top_k
+
+    namespace: dict = {}
+    exec(RIGHT.replace("(x - x.amax(dim=dim, keepdim=True)).exp()", "x.exp()"), namespace)  # no max shift
+    self_check(0, namespace["softmax"])
+    self_check(0, top_k)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "✓ softmax equals torch.softmax"
+    assert printed[1].startswith("✗ softmax is stable for large logits: softmax of logits near 1000 gave inf")
+    assert printed[2] == "softmax: 2/4 points"
+    assert printed[3].startswith("✗ top-k retrieval, best first: top_k calls minimodal's own implementation (top_k)")
+    assert printed[4] == "top_k: 0/3 points"
+    with pytest.raises(ValueError, match="exercise 00 grades no function named 'mean'; it grades "
+                                         "cosine_similarity_matrix, softmax, top_k"):
+        self_check(0, torch.mean)

@@ -4,11 +4,17 @@ A suite (one module in ``minimodal/grading/suites/`` per exercise notebook) list
 ``Check`` objects. Each check takes the function the learner wrote, calls it on
 randomized inputs, and compares against minimodal's own implementation. A check
 fails by raising AssertionError with a message a learner can act on.
+
+When grading, the check runs in the grader's process and ``fn`` is a stand-in that sends
+the inputs to the learner's process and brings back the outputs as data (tensors lose their
+autograd graph on the way). What must happen next to the learner's code, a backward pass,
+a cache carried from step to step, is a small *program* that ``in_learner`` runs there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -21,7 +27,9 @@ class Check:
     """One graded property of one learner function.
 
     run(fn, seed) calls the learner's ``fn`` and raises AssertionError on a wrong answer;
-    ``seed`` makes its random inputs reproducible.
+    ``seed`` makes its random inputs reproducible. ``timeout``: the seconds the learner's
+    code may take over all its calls in this check. ``references``: minimodal's functions
+    that make up the answer; a call of ``fn`` that reaches any of them is refused.
     """
 
     name: str
@@ -29,6 +37,31 @@ class Check:
     points: int
     run: Callable[[Callable, int], None]
     timeout: float = 10.0
+    references: tuple[Callable, ...] = ()
+
+
+def as_graded(check: Check, fn: Callable) -> Callable:
+    """``fn`` called as the learner's process calls it for ``check``: refused if it reaches minimodal's own code.
+
+    For running checks in one process: the tests of the suites, and a learner's self-check.
+    """
+    def call(*args, **kwargs):
+        with own_code_refused(check.function, *check.references):
+            return fn(*args, **kwargs)
+    call.__name__ = check.function
+    return call
+
+
+def in_learner(fn, program: Callable, *args, safe_types: tuple = ()):
+    """``program(fn, *args)`` where ``fn`` lives: in the learner's process when grading.
+
+    ``program`` must be a module-level function of a suite (it travels by name) and return
+    data: tensors, numbers, strings, containers, and instances of ``safe_types``.
+    """
+    run_program = getattr(fn, "run_program", None)
+    if run_program is None:
+        return program(fn, *args)
+    return run_program(program, *args, safe_types=safe_types)
 
 
 def expect_tensor(value, *, shape: tuple | None = None, what: str = "the result") -> torch.Tensor:
@@ -84,7 +117,7 @@ def own_code_refused(function: str, *references: Callable):
     implementation (``references``: the functions that make up the answer), an AssertionError
     is raised once it is done, however the call was made (imported, copied, wrapped).
     """
-    codes, reached = {ref.__code__ for ref in references}, []
+    codes, reached = {inspect.unwrap(ref).__code__ for ref in references}, []  # the code under decorators
     previous = sys.getprofile()
 
     def watch(frame, event, arg):

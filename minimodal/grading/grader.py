@@ -1,24 +1,25 @@
-"""Grade a learner's notebook: run it in a worker process, collect one result per check.
+"""Grade a learner's notebook: its code runs in a process of its own; every verdict is reached here.
 
-The grader itself never executes learner code, so nothing the learner writes (a hang,
-a crash, a sys.exit) can take it down: at worst the worker dies and every check it did
-not reach is reported as failed, with the reason.
+The learner's process (``worker``) only executes the notebook and answers "what does your
+function give on these inputs?". Each check runs in this process: it draws the inputs,
+asks, and compares the answers with minimodal's own. So nothing the learner writes (a
+hang, a crash, a sys.exit, a patched grader, a forged results file) can change a verdict:
+at worst the learner's process is ended and restarted, and the check it was in fails with
+the reason.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from minimodal.grading.cells import TimeLimit, describe, time_limit
+from minimodal.grading.checks import as_graded
+from minimodal.grading.learner import Learner, LearnerDied, LearnerFunction
 from minimodal.grading.suites import find_suite
 
 CELL_TIMEOUT = 60.0
-STARTUP_ALLOWANCE = 60.0  # importing torch and friends in the worker, on a slow machine
 
 
 @dataclass
@@ -71,40 +72,53 @@ def grade(notebook, seed: int = 0, cell_timeout: float = CELL_TIMEOUT) -> Report
     if not path.is_file():
         raise FileNotFoundError(f"no notebook at {path}")
     checks = find_suite(path.stem).CHECKS
-    with tempfile.TemporaryDirectory() as scratch:
-        results_file = Path(scratch) / "results.jsonl"
-        results_file.touch()
-        budget = STARTUP_ALLOWANCE + cell_timeout * _count_code_cells(path) + sum(c.timeout for c in checks)
-        exit_note = _run_worker(path, results_file, seed, cell_timeout, budget)
-        records = [json.loads(line) for line in results_file.read_text().splitlines() if line]
-    cell_errors = next((r["cell_errors"] for r in records if "cell_errors" in r), [])
-    outcome = {r["index"]: r for r in records if "index" in r}
-    results = []
-    for index, check in enumerate(checks):
-        record = outcome.get(index, {"passed": False, "message": exit_note})
-        results.append(Result(check=check.name, function=check.function, points=check.points,
-                              earned=check.points if record["passed"] else 0,
-                              message=record["message"]))
-    return Report(notebook=str(path), results=results, cell_errors=cell_errors)
-
-
-def _count_code_cells(path: Path) -> int:
-    cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
-    return sum(1 for c in cells if c.get("cell_type") == "code")
-
-
-def _run_worker(path: Path, results_file: Path, seed: int, cell_timeout: float, budget: float) -> str:
-    """Run the worker; return what to say for checks it never reached."""
-    command = [sys.executable, "-m", "minimodal.grading.worker", str(path.resolve()), path.stem,
-               str(results_file), "--seed", str(seed), "--cell-timeout", str(cell_timeout)]
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONUNBUFFERED="1")
+    learner = Learner(path, cell_timeout)
     try:
-        done = subprocess.run(command, cwd=path.resolve().parent, env=env, timeout=budget,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    except subprocess.TimeoutExpired:
-        return f"not reached: the notebook ran past the grader's {budget:.0f} s budget"
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        return f"not reached: the notebook ended the grader's process (exit {done.returncode}: {last})"
-    return "not reached"
+        learner.start()
+        outcomes = [run_check(check, LearnerFunction(learner, check.function, check.timeout, check.references),
+                              seed + index) for index, check in enumerate(checks)]
+    except LearnerDied as err:
+        outcomes = [(False, str(err))] * len(checks)
+    finally:
+        learner.close()
+    results = [Result(check=check.name, function=check.function, points=check.points,
+                      earned=check.points if passed else 0, message=message)
+               for check, (passed, message) in zip(checks, outcomes)]
+    return Report(notebook=str(path), results=results, cell_errors=learner.cell_errors)
+
+
+def run_check(check, fn, seed: int) -> tuple[bool, str]:
+    """(passed, why): the check's verdict on ``fn``, the learner's function or a stand-in for it."""
+    try:
+        check.run(fn, seed)
+    except TimeLimit:
+        return False, f"ran past its {check.timeout:g} s time limit (an infinite loop, or far too slow)"
+    except LearnerDied as err:
+        return False, str(err)
+    except Exception as err:
+        return False, describe(err)
+    return True, "passed"
+
+
+def self_check(exercise: int, fn) -> None:
+    """Run the graded checks of ``fn`` on the spot and print each verdict: a learner's try before grading.
+
+    The same checks, inputs, time limits and refusal of minimodal's own code as ``grade``;
+    but they run in the notebook's process, so only ``grade`` gives the points.
+    """
+    suite = find_suite(f"{exercise:02d}_")
+    name = getattr(fn, "__name__", "")
+    checks = [(seed, check) for seed, check in enumerate(suite.CHECKS) if check.function == name]
+    if not checks:
+        graded = ", ".join(sorted({check.function for check in suite.CHECKS}))
+        raise ValueError(f"exercise {exercise:02d} grades no function named {name!r}; it grades {graded}")
+    earned = 0
+    for seed, check in checks:
+        try:
+            with time_limit(check.timeout):
+                passed, message = run_check(check, as_graded(check, fn), seed)
+        except TimeLimit:
+            passed, message = False, f"ran past its {check.timeout:g} s time limit"
+        earned += check.points if passed else 0
+        print(f"✓ {check.name}" if passed else f"✗ {check.name}: {message}")
+    print(f"{name}: {earned}/{sum(check.points for _, check in checks)} points")

@@ -1,12 +1,14 @@
-"""The grader's worker: runs a learner's notebook and its checks, inside its own process.
+"""The learner's process: runs the notebook, then calls the learner's functions on the grader's inputs.
 
-A learner's code may loop forever, crash, print a flood or call sys.exit. So it never
-runs in the grader's own process: this worker executes the notebook's code cells one
-by one (a cell that raises is recorded and skipped), then runs each check under an
-alarm, and appends one JSON line per result to a file. If the worker dies, the results
-already written survive and the grader marks the rest as failed.
+A learner's code may loop forever, crash, print a flood, call sys.exit or tamper with
+anything in its own process. So it runs here, never in the grader, and nothing decided here
+counts: this process only executes the notebook's code cells one by one (reporting each
+cell's error, if any), then answers the grader's requests, "call your function f on these
+inputs", with the outputs. The grader compares them with minimodal's own answers in its own
+process. A call that reaches minimodal's implementation of the function being graded is
+refused here, and its answer never leaves.
 
-Usage: python -m minimodal.grading.worker NOTEBOOK SUITE RESULTS [--seed N] [--cell-timeout S]
+Usage: python -m minimodal.grading.worker NOTEBOOK REQUESTS_FD REPLIES_FD [--cell-timeout S] [--skip N ...]
 """
 
 from __future__ import annotations
@@ -14,119 +16,109 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
+import numbers
 import os
-import signal
-import traceback
+import pickle
+
+from minimodal.grading.cells import TimeLimit, code_cells, describe, time_limit
+from minimodal.grading.channel import pack_reply, receive, send
+from minimodal.grading.checks import own_code_refused
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # figures are drawn off screen, plt.show() is a no-op
 
 
-class TimeLimit(BaseException):
-    """Raised by the alarm; a BaseException so a learner's `except Exception` cannot swallow it."""
+def run_cell(source: str, number: int, namespace: dict, timeout: float) -> str | None:
+    """Execute one cell in the notebook's namespace; what went wrong, or None."""
+    try:
+        code = compile(source, f"<cell {number}>", "exec")
+        with time_limit(timeout), _silenced():
+            exec(code, namespace)
+    except SyntaxError as err:
+        return f"cell {number}: SyntaxError: {err.msg} (line {err.lineno})"
+    except SystemExit as err:
+        return f"cell {number}: called sys.exit({err.code!r}); the grader went on"
+    except BaseException as err:
+        return f"cell {number}: {describe(err)}"
+    return None
 
 
-def _on_alarm(signum, frame):
-    raise TimeLimit()
+def answer(request: dict, namespace: dict) -> dict:
+    """Call the learner's function (or the grader's small program around it) on the request's inputs."""
+    name = request["function"]
+    fn = namespace.get(name)
+    if not callable(fn):
+        return {"missing": name}
+    program = request["program"] or _call
+    try:
+        with time_limit(request["timeout"]), _silenced(), own_code_refused(name, *request["references"]):
+            value = program(fn, *request["args"], **request["kwargs"])
+    except TimeLimit:
+        return {"timeout": True}
+    except BaseException as err:
+        return {"raised": type(err).__name__, "message": describe(err)}
+    return {"value": plain(value)}
+
+
+def _call(fn, *args, **kwargs):
+    return fn(*args, **kwargs)
 
 
 @contextlib.contextmanager
-def time_limit(seconds: float):
-    signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-
-
-def code_cells(notebook_path: str) -> list[str]:
-    """Source of each code cell, with IPython-only lines (%magic, !shell) dropped."""
-    with open(notebook_path, encoding="utf-8") as f:
-        notebook = json.load(f)
-    cells = []
-    for cell in notebook.get("cells", []):
-        if cell.get("cell_type") != "code":
-            continue
-        source = cell.get("source", "")
-        source = "".join(source) if isinstance(source, list) else source
-        lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
-        cells.append("\n".join(lines))
-    return cells
-
-
-def describe(err: BaseException) -> str:
-    """'ValueError: bad shape (line 4)': the error and the learner's line it came from."""
-    if isinstance(err, TimeLimit):
-        return "ran past its time limit (an infinite loop, or far too slow)"
-    if isinstance(err, NotImplementedError):
-        return "not implemented yet (raises NotImplementedError)"
-    where = ""
-    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename.startswith("<cell")]
-    if frames:
-        where = f" ({frames[-1].filename[1:-1]}, line {frames[-1].lineno})"
-    if isinstance(err, AssertionError):
-        return (str(err) or "assertion failed") + where
-    return f"{type(err).__name__}: {err}{where}"
-
-
-def run_notebook(cells: list[str], cell_timeout: float) -> tuple[dict, list[str]]:
-    """Execute the cells in one namespace; return it and the errors of cells that failed."""
-    namespace: dict = {"__name__": "__main__"}
-    errors = []
-    for number, source in enumerate(cells, start=1):
-        sink = io.StringIO()
-        try:
-            code = compile(source, f"<cell {number}>", "exec")
-            with time_limit(cell_timeout), contextlib.redirect_stdout(sink), \
-                    contextlib.redirect_stderr(sink):
-                exec(code, namespace)
-        except SyntaxError as err:
-            errors.append(f"cell {number}: SyntaxError: {err.msg} (line {err.lineno})")
-        except SystemExit as err:
-            errors.append(f"cell {number}: called sys.exit({err.code!r}); the grader went on")
-        except (Exception, TimeLimit) as err:
-            errors.append(f"cell {number}: {describe(err)}")
-    return namespace, errors
-
-
-def run_check(check, namespace: dict, seed: int) -> tuple[bool, str]:
-    fn = namespace.get(check.function)
-    if not callable(fn):
-        return False, f"`{check.function}` is not defined in the notebook (did its cell run?)"
+def _silenced():
     sink = io.StringIO()
-    try:
-        with time_limit(check.timeout), contextlib.redirect_stdout(sink), \
-                contextlib.redirect_stderr(sink):
-            check.run(fn, seed)
-    except TimeLimit:
-        return False, f"ran past its {check.timeout:g} s time limit (an infinite loop, or far too slow)"
-    except Exception as err:
-        return False, describe(err)
-    return True, "passed"
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
+
+
+def plain(value):
+    """The value with its containers made the plain kinds the grader reads back (a Counter as a dict...)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return {plain(v) for v in value}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, tuple) and not isinstance(value, torch.Size):
+        return tuple(plain(v) for v in value)
+    if isinstance(value, numbers.Number) and not isinstance(value, (bool, int, float, complex)):
+        return value.item() if hasattr(value, "item") else float(value)  # numpy scalars
+    return value
+
+
+def serve(notebook: str, requests: int, replies: int, cell_timeout: float, skip: set[int]) -> None:
+    """Run the cells, then answer requests until the grader ends this process.
+
+    The notebook runs in this process and may replace anything here, this function included;
+    all that can change is the answers, and the grader judges those in its own process.
+    """
+    namespace: dict = {"__name__": "__main__"}
+    for number, source in enumerate(code_cells(notebook), start=1):
+        if number not in skip:
+            send(replies, pack_reply({"cell": number, "error": run_cell(source, number, namespace, cell_timeout)}))
+    send(replies, pack_reply({"ready": True}))
+    while True:
+        request = pickle.loads(receive(requests))
+        reply = answer(request, namespace)
+        try:
+            data = pack_reply(reply)
+        except Exception:
+            data = pack_reply({"unreadable": type(reply.get("value")).__name__})
+        send(replies, data)
 
 
 def main(argv=None) -> None:
-    from minimodal.grading.suites import find_suite
-
     parser = argparse.ArgumentParser()
     parser.add_argument("notebook")
-    parser.add_argument("suite")
-    parser.add_argument("results")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("requests", type=int)
+    parser.add_argument("replies", type=int)
     parser.add_argument("--cell-timeout", type=float, default=60.0)
+    parser.add_argument("--skip", type=int, nargs="*", default=[])
     args = parser.parse_args(argv)
-    suite = find_suite(args.suite)
-    with open(args.results, "a", encoding="utf-8") as out:
-        def emit(record: dict) -> None:
-            out.write(json.dumps(record) + "\n")
-            out.flush()
-
-        namespace, errors = run_notebook(code_cells(args.notebook), args.cell_timeout)
-        emit({"cell_errors": errors})
-        for index, check in enumerate(suite.CHECKS):
-            passed, message = run_check(check, namespace, args.seed + index)
-            emit({"index": index, "passed": passed, "message": message})
+    serve(args.notebook, args.requests, args.replies, args.cell_timeout, set(args.skip))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from minimodal.grading.checks import Check, expect_close
-from minimodal.loss import clip_logits, clip_loss
+from minimodal.grading.checks import Check, expect_close, in_learner
+from minimodal.loss import clip_logits, clip_loss, distributed_clip_loss
 
 NOTEBOOK = "05_clip_infonce"
 
@@ -67,29 +67,43 @@ def _check_both_directions(fn, seed: int) -> None:
                          else ""))
 
 
+def _gradients(loss_fn, raw: torch.Tensor) -> tuple:
+    """In the loss's process: the loss of unit features, then its gradients (None where there are none)."""
+    features = raw.clone().requires_grad_()
+    scale = torch.tensor(12.0, requires_grad=True)
+    loss = loss_fn(F.normalize(features[0], dim=-1), F.normalize(features[1], dim=-1), scale)
+    if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+        return False, None, None
+    loss.backward()
+    return True, features.grad, scale.grad
+
+
 def _check_gradients(fn, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    raw = torch.randn(2, 8, 16, generator=g)
-    grads = []
-    for loss_fn in (fn, clip_loss):
-        features = raw.clone().requires_grad_()
-        scale = torch.tensor(12.0, requires_grad=True)
-        loss = loss_fn(F.normalize(features[0], dim=-1), F.normalize(features[1], dim=-1), scale)
-        if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
-            raise AssertionError("the loss must be a tensor that autograd can differentiate; "
-                                 "do not call .item() or detach it")
-        loss.backward()
-        if scale.grad is None:
-            raise AssertionError("the loss does not depend on logit_scale: use it to scale the logits")
-        grads.append((features.grad, scale.grad))
-    expect_close(grads[0][0], grads[1][0], what="the gradient with respect to the features")
-    expect_close(grads[0][1], grads[1][1], what="the gradient with respect to logit_scale")
+    raw = torch.randn(2, 8, 16, generator=torch.Generator().manual_seed(seed))
+    differentiable, feature_grad, scale_grad = in_learner(fn, _gradients, raw)
+    if not differentiable:
+        raise AssertionError("the loss must be a tensor that autograd can differentiate; "
+                             "do not call .item() or detach it")
+    if scale_grad is None:
+        raise AssertionError("the loss does not depend on logit_scale: use it to scale the logits")
+    _, expected_features, expected_scale = _gradients(clip_loss, raw)
+    expect_close(feature_grad, expected_features, what="the gradient with respect to the features")
+    expect_close(scale_grad, expected_scale, what="the gradient with respect to logit_scale")
+
+
+OWN = {  # minimodal's functions that make up each answer: a learner's function must not call them
+    "similarity_logits": (clip_logits,),
+    "clip_loss": (clip_loss, clip_logits, distributed_clip_loss),
+}
 
 
 CHECKS = [
-    Check("logits are scaled cosine similarities", "similarity_logits", 3, _check_logits, timeout=10),
-    Check("clip_loss equals the symmetric InfoNCE", "clip_loss", 3, _check_loss, timeout=10),
-    Check("clip_loss averages both directions", "clip_loss", 2, _check_both_directions, timeout=10),
+    Check("logits are scaled cosine similarities", "similarity_logits", 3, _check_logits,
+          timeout=10, references=OWN["similarity_logits"]),
+    Check("clip_loss equals the symmetric InfoNCE", "clip_loss", 3, _check_loss,
+          timeout=10, references=OWN["clip_loss"]),
+    Check("clip_loss averages both directions", "clip_loss", 2, _check_both_directions,
+          timeout=10, references=OWN["clip_loss"]),
     Check("clip_loss gradients flow to features and logit_scale", "clip_loss", 2, _check_gradients,
-          timeout=10),
+          timeout=10, references=OWN["clip_loss"]),
 ]

@@ -4,31 +4,35 @@ Each check compares the learner's function with minimodal.llava's on random inpu
 the seed: batches whose rows hold several images, one or none, padded on either side, and
 chats of several turns. When an answer differs, the check names the classic mistake it
 reproduces. A graded function may not call minimodal's own implementation of itself: the
-checks watch for it while the learner's code runs.
+learner's process watches for it while the learner's code runs (``OWN`` below).
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minimodal.grading.checks import Check, expect_like, expect_tensor, own_code_refused
+from minimodal.grading.checks import Check, expect_like, expect_tensor, in_learner
 from minimodal.llava import IGNORE, Projector, _latest_before, chat_labels, splice_images
 
 NOTEBOOK = "12_llava"
-OWN = {"project": (Projector.forward,), "splice_images": (splice_images,),
-       "chat_labels": (chat_labels, _latest_before)}
+OWN = {  # minimodal's functions that make up each answer: a learner's function must not call them
+    "project": (Projector.forward,),
+    "splice_images": (splice_images,),
+    "chat_labels": (chat_labels, _latest_before),
+}
 
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _call(fn, function: str, *args):
-    """The learner's function on copies of the inputs, refused if it reaches minimodal's own."""
-    with own_code_refused(function, *OWN[function]):
-        return fn(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args))
+def _call(fn, *args):
+    """The learner's function on copies of the inputs, so that changing them spoils nothing."""
+    return fn(*(a.clone() if isinstance(a, torch.Tensor) else a for a in args))
 
 
 def _ints(low: int, high: int, g: torch.Generator) -> int:
@@ -47,7 +51,7 @@ def _check_project(fn, seed: int) -> None:
                 layer.bias.normal_(0.0, 0.5, generator=g)
             features = torch.randn(*shape, generator=g)
             hidden = linear_1(features)
-            got = expect_tensor(_call(fn, "project", features, linear_1, linear_2),
+            got = expect_tensor(_call(fn, features, linear_1, linear_2),
                                 shape=(*shape[:-1], lm_width), what=f"project of {shape} features")
             mistakes = [("the activation is GELU, not ReLU", linear_2(F.relu(hidden))),
                         ("the projector is two linear layers: after GELU comes linear_2", F.gelu(hidden)),
@@ -96,22 +100,33 @@ def _splice_mistakes(embeddings, ids, image_id, images) -> list[tuple[str, torch
              _fill(torch.zeros_like(embeddings), slots, images))]
 
 
-def _splice(fn, embeddings, ids, image_id, images, what: str) -> torch.Tensor:
-    """The learner's splice, its errors and its shape said in the splice's terms."""
+@contextlib.contextmanager
+def _said_as_splice(what: str, ids: torch.Tensor, images: torch.Tensor):
+    """The learner's splice errors, said in the splice's terms."""
     try:
-        got = _call(fn, "splice_images", embeddings, ids, image_id, images)
+        yield
     except NotImplementedError:  # a RuntimeError too, but the worker words it for the learner
         raise
     except (RuntimeError, IndexError, ValueError) as error:
         raise AssertionError(f"{what}: splice_images raised {type(error).__name__}: {error}. The batch holds "
                              f"{len(images)} images for {len(ids)} rows: a row may hold several or none, and "
                              f"image i fills the i-th run of placeholders, counted row by row") from None
+
+
+def _expect_spliced(got, embeddings: torch.Tensor, what: str) -> torch.Tensor:
     got = expect_tensor(got, what=what)
     if got.shape != embeddings.shape:
         raise AssertionError(f"{what} has shape {tuple(got.shape)}, expected {tuple(embeddings.shape)}: the "
                              f"sequence keeps its length, the image tokens overwrite the placeholders' "
                              f"embeddings where they stand")
     return got
+
+
+def _splice(fn, embeddings, ids, image_id, images, what: str) -> torch.Tensor:
+    """The learner's splice, its errors and its shape said in the splice's terms."""
+    with _said_as_splice(what, ids, images):
+        got = _call(fn, embeddings, ids, image_id, images)
+    return _expect_spliced(got, embeddings, what)
 
 
 def _check_splice(fn, seed: int) -> None:
@@ -125,28 +140,34 @@ def _check_splice(fn, seed: int) -> None:
                     _splice_mistakes(embeddings, ids, image_id, images), what, 1e-6)
 
 
+def _splice_gradients(splice, embeddings, ids, image_id, images, weights) -> tuple:
+    """In the splice's process: bfloat16 embeddings spliced, then backward; the result and both gradients."""
+    text, image = embeddings.bfloat16().requires_grad_(), images.clone().requires_grad_()
+    out = splice(text, ids, image_id, image)
+    if isinstance(out, torch.Tensor) and out.requires_grad and out.shape == weights.shape:
+        (out.float() * weights).sum().backward()
+    return out, image.grad, text.grad
+
+
 def _check_splice_gradients(fn, seed: int) -> None:
     """The projector learns through the splice: gradients reach the image tokens; embeddings' dtype out."""
     g = _gen(seed)  # one image, so that the order of the tokens is the other check's business
     ids, start = torch.randint(0, 7, (3, 8), generator=g), _ints(0, 5, g)
     ids[1, start:start + 3] = 7
     embeddings, images, weights = (torch.randn(*shape, generator=g) for shape in [(3, 8, 6), (1, 3, 6), (3, 8, 6)])
-    grads = []
-    for splice in (fn, splice_images):
-        text, image = embeddings.bfloat16().requires_grad_(), images.clone().requires_grad_()
-        what = "splice_images of bfloat16 embeddings and float32 image tokens"
-        out = _splice(splice, text, ids, 7, image, what) if splice is fn else splice(text, ids, 7, image)
-        if out.dtype != torch.bfloat16:
-            raise AssertionError(f"{what} returned {str(out.dtype)[6:]}: return the embeddings' dtype")
-        if out.requires_grad:
-            (out.float() * weights).sum().backward()
-        for given, name in [(image, "image tokens, so the projector could not learn"), (text, "text embeddings")]:
-            if given.grad is None:
-                raise AssertionError(f"{what}: no gradient reached the {name}; build the result from the "
-                                     f"embeddings and the image tokens with tensor operations, nothing detached")
-        grads += [image.grad, text.grad]
-    expect_like(grads[0], grads[2], [], "the gradient of the image tokens", 1e-2)
-    expect_like(grads[1], grads[3], [], "the gradient of the text embeddings (zero at the placeholders)", 1e-2)
+    what = "splice_images of bfloat16 embeddings and float32 image tokens"
+    with _said_as_splice(what, ids, images):
+        out, image_grad, text_grad = in_learner(fn, _splice_gradients, embeddings, ids, 7, images, weights)
+    if _expect_spliced(out, embeddings, what).dtype != torch.bfloat16:
+        raise AssertionError(f"{what} returned {str(out.dtype)[6:]}: return the embeddings' dtype")
+    for grad, name in [(image_grad, "image tokens, so the projector could not learn"),
+                       (text_grad, "text embeddings")]:
+        if grad is None:
+            raise AssertionError(f"{what}: no gradient reached the {name}; build the result from the "
+                                 f"embeddings and the image tokens with tensor operations, nothing detached")
+    _, want_image, want_text = _splice_gradients(splice_images, embeddings, ids, 7, images, weights)
+    expect_like(image_grad, want_image, [], "the gradient of the image tokens", 1e-2)
+    expect_like(text_grad, want_text, [], "the gradient of the text embeddings (zero at the placeholders)", 1e-2)
 
 
 def _check_splice_count(fn, seed: int) -> None:
@@ -159,7 +180,7 @@ def _check_splice_count(fn, seed: int) -> None:
         found, needed = int((bad == 5).sum()), kept.shape[0] * kept.shape[1]
         what = f"splice_images with {why} ({found} placeholders; {kept.shape[0]} images of {kept.shape[1]} tokens)"
         try:
-            _call(fn, "splice_images", embeddings, bad, 5, kept)
+            _call(fn, embeddings, bad, 5, kept)
         except ValueError as error:
             if not (str(found) in str(error) and str(needed) in str(error)):
                 raise AssertionError(f"{what}: the ValueError says '{error}'; say how many placeholders the ids "
@@ -227,7 +248,7 @@ def _label_mistakes(ids: torch.Tensor, s: dict) -> list[tuple[str, torch.Tensor]
 
 
 def _expect_labels(fn, ids: torch.Tensor, s: dict, what: str) -> None:
-    got = expect_tensor(_call(fn, "chat_labels", ids, s["assistant"], s["end"]), shape=ids.shape, what=what)
+    got = expect_tensor(_call(fn, ids, s["assistant"], s["end"]), shape=ids.shape, what=what)
     expected = chat_labels(ids, s["assistant"], s["end"])
     if got.dtype != torch.long:
         raise AssertionError(f"{what} are {str(got.dtype)[6:]}: cross-entropy takes int64 labels, like the ids")
@@ -256,14 +277,16 @@ def _check_label_edges(fn, seed: int) -> None:
 
 
 CHECKS = [  # each runs in milliseconds on tiny tensors
-    Check("project: linear_2(gelu(linear_1(features)))", "project", 2, _check_project, timeout=5),
+    Check("project: linear_2(gelu(linear_1(features)))", "project", 2, _check_project,
+          timeout=5, references=OWN["project"]),
     Check("splice_images: image i in the i-th run of placeholders, row by row", "splice_images", 3,
-          _check_splice, timeout=5),
+          _check_splice, timeout=5, references=OWN["splice_images"]),
     Check("splice_images keeps the gradient to the image tokens and the embeddings' dtype", "splice_images", 1,
-          _check_splice_gradients, timeout=5),
+          _check_splice_gradients, timeout=5, references=OWN["splice_images"]),
     Check("splice_images raises ValueError when placeholders ≠ images × tokens", "splice_images", 1,
-          _check_splice_count, timeout=5),
+          _check_splice_count, timeout=5, references=OWN["splice_images"]),
     Check("chat_labels: each answer and its closing <|end|>, nothing else", "chat_labels", 3, _check_labels,
-          timeout=5),
-    Check("chat_labels of open, cut, answerless and empty chats", "chat_labels", 1, _check_label_edges, timeout=5),
+          timeout=5, references=OWN["chat_labels"]),
+    Check("chat_labels of open, cut, answerless and empty chats", "chat_labels", 1, _check_label_edges,
+          timeout=5, references=OWN["chat_labels"]),
 ]

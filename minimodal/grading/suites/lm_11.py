@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from minimodal.generate import top_p_filter
-from minimodal.grading.checks import Check, expect_equal, expect_like, expect_tensor
-from minimodal.lm import LanguageModel, LMConfig
+from minimodal.grading.checks import Check, expect_equal, expect_like, expect_tensor, in_learner
+from minimodal.kv_cache import KVCache, LayerCache
+from minimodal.lm import LanguageModel, LMConfig, decoder_mask, positions_of
 from minimodal.mlp import SwiGLU
 from minimodal.norm import RMSNorm
 from minimodal.rope import apply_rope, rope_angles, rotate_half
@@ -255,17 +256,24 @@ def _step_mistakes(model, token, mask, cache) -> list[tuple[str, torch.Tensor]]:
              "itself", _step(model, token, mask, cache, use_cache=False))]
 
 
-def _call_step(fn, model, token, mask, cache, what: str):
-    """The learner's (logits, grown mask), the logits' shape checked; errors said in the step's terms."""
+def _step_and_cache(fn, model, token, mask, cache) -> tuple:
+    """In the learner's process: its step's result (or the error it raised) and the cache as the step left it."""
     try:
-        result = fn(model, token.clone(), mask.clone(), cache)
-    except NotImplementedError:
-        raise
+        return fn(model, token, mask, cache), None, cache
     except (RuntimeError, ValueError, IndexError) as error:
+        return None, f"{type(error).__name__}: {error}", cache
+
+
+def _call_step(fn, model, token, mask, cache, what: str):
+    """The learner's (logits, grown mask) and the cache after its step, the logits' shape checked;
+    errors said in the step's terms."""
+    result, error, cache = in_learner(fn, _step_and_cache, model, token.clone(), mask.clone(), cache,
+                                      safe_types=(KVCache, LayerCache))
+    if error:
         unused = (" The cache did not grow: each block should get its own layer's cache, which it extends"
                   if len(cache) == mask.shape[1] else "")
-        raise AssertionError(f"{what}: decode_step raised {type(error).__name__}: {error}. The key mask must "
-                             f"cover the cached columns and the new one, (B, past + 1).{unused}") from None
+        raise AssertionError(f"{what}: decode_step raised {error}. The key mask must "
+                             f"cover the cached columns and the new one, (B, past + 1).{unused}")
     if not (isinstance(result, tuple) and len(result) == 2):
         raise AssertionError(f"{what}: decode_step should return the pair (logits, grown mask), "
                              f"got {type(result).__name__}")
@@ -274,7 +282,7 @@ def _call_step(fn, model, token, mask, cache, what: str):
         raise AssertionError(f"{what}: the logits have shape {tuple(logits.shape)}, expected "
                              f"{(len(token), model.config.vocab_size)}: one row of next-token logits per "
                              f"sequence, the new (last) position's")
-    return logits, result[1]
+    return logits, result[1], cache
 
 
 @torch.no_grad()
@@ -286,7 +294,7 @@ def _decode_and_compare(fn, seed: int, lengths: list[int], steps: int, what: str
         ids, grown = torch.cat([ids, token[:, None]], dim=1), _grow(mask)
         expected = model(ids, attention_mask=grown)[:, -1]
         before = cache[torch.arange(len(ids))]  # the learner's step extends the cache; mistakes start here
-        logits, _ = _call_step(fn, model, token, mask, cache, f"{what}, step {step}")
+        logits, _, cache = _call_step(fn, model, token, mask, cache, f"{what}, step {step}")
         expect_like(logits, expected, lambda: _step_mistakes(model, token, mask, before),
                      f"{what}: step {step}'s output", 1e-4)
         mask = grown
@@ -306,7 +314,7 @@ def _check_step_padded(fn, seed: int) -> None:
 def _check_step_bookkeeping(fn, seed: int) -> None:
     model, ids, mask, cache, g = _prefilled(seed, [3, 5])
     token = torch.randint(1, model.config.vocab_size, (2,), generator=g)
-    _, grown = _call_step(fn, model, token, mask, cache, "one step after prompts of 3 and 5 tokens")
+    _, grown, cache = _call_step(fn, model, token, mask, cache, "one step after prompts of 3 and 5 tokens")
     expected = _grow(mask)
     what = "the returned mask (the old one and a column of ones: the new token is real)"
     expect_equal(expect_tensor(grown, shape=expected.shape, what=what).long().tolist(), expected.tolist(), what=what)
@@ -315,17 +323,36 @@ def _check_step_bookkeeping(fn, seed: int) -> None:
                              f"pass each block its layer's cache so the new token's keys and values are appended")
 
 
+OWN = {  # minimodal's functions that make up each answer: a learner's function must not call them
+    "rms_norm": (RMSNorm.forward,),
+    "apply_rotary": (apply_rope, rotate_half),
+    "swiglu": (SwiGLU.forward,),
+    "top_p_filter": (top_p_filter,),
+    "decode_step": (LanguageModel.forward, LanguageModel.hidden, positions_of, decoder_mask),
+}
+
+
 CHECKS = [  # each runs in milliseconds; the decoding checks build small models
-    Check("rms_norm: x / √(mean(x²) + eps) · weight", "rms_norm", 2, _check_rms_values, timeout=5),
+    Check("rms_norm: x / √(mean(x²) + eps) · weight", "rms_norm", 2, _check_rms_values, timeout=5,
+          references=OWN["rms_norm"]),
     Check("rms_norm of float16 and bfloat16: float32 inside, x's dtype out", "rms_norm", 1, _check_rms_half,
-          timeout=5),
-    Check("apply_rotary turns pairs (i, i + d/2) at any positions", "apply_rotary", 3, _check_rope_values, timeout=5),
-    Check("apply_rotary keeps bfloat16 queries in bfloat16", "apply_rotary", 1, _check_rope_dtype, timeout=5),
-    Check("swiglu: down(silu(gate x) ⊙ up x)", "swiglu", 3, _check_swiglu, timeout=5),
-    Check("top_p_filter keeps the nucleus, the crossing token included", "top_p_filter", 3, _check_top_p, timeout=5),
-    Check("top_p_filter at p = 1 and at a tiny p", "top_p_filter", 1, _check_top_p_extremes, timeout=5),
-    Check("top_p_filter with tied logits", "top_p_filter", 1, _check_top_p_ties, timeout=5),
-    Check("decode_step gives the whole sequence's next-token logits", "decode_step", 2, _check_step_unpadded),
-    Check("decode_step with left-padded prompts, several steps", "decode_step", 3, _check_step_padded),
-    Check("decode_step grows the mask and the cache by one", "decode_step", 1, _check_step_bookkeeping),
+          timeout=5, references=OWN["rms_norm"]),
+    Check("apply_rotary turns pairs (i, i + d/2) at any positions", "apply_rotary", 3, _check_rope_values,
+          timeout=5, references=OWN["apply_rotary"]),
+    Check("apply_rotary keeps bfloat16 queries in bfloat16", "apply_rotary", 1, _check_rope_dtype,
+          timeout=5, references=OWN["apply_rotary"]),
+    Check("swiglu: down(silu(gate x) ⊙ up x)", "swiglu", 3, _check_swiglu,
+          timeout=5, references=OWN["swiglu"]),
+    Check("top_p_filter keeps the nucleus, the crossing token included", "top_p_filter", 3, _check_top_p,
+          timeout=5, references=OWN["top_p_filter"]),
+    Check("top_p_filter at p = 1 and at a tiny p", "top_p_filter", 1, _check_top_p_extremes,
+          timeout=5, references=OWN["top_p_filter"]),
+    Check("top_p_filter with tied logits", "top_p_filter", 1, _check_top_p_ties,
+          timeout=5, references=OWN["top_p_filter"]),
+    Check("decode_step gives the whole sequence's next-token logits", "decode_step", 2, _check_step_unpadded,
+          references=OWN["decode_step"]),
+    Check("decode_step with left-padded prompts, several steps", "decode_step", 3, _check_step_padded,
+          references=OWN["decode_step"]),
+    Check("decode_step grows the mask and the cache by one", "decode_step", 1, _check_step_bookkeeping,
+          references=OWN["decode_step"]),
 ]

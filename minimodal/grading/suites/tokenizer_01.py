@@ -12,7 +12,7 @@ import random
 from collections.abc import Mapping
 
 from minimodal.bpe import BPE, apply_merges, merge_pair, pair_counts
-from minimodal.grading.checks import Check
+from minimodal.grading.checks import Check, in_learner
 from minimodal.tokenizer import clean_text, pre_split
 
 NOTEBOOK = "01_tokenizer"
@@ -49,6 +49,12 @@ def _check_pair_counts(fn, seed: int) -> None:
         _expect_same(fn, (ids,), dict(pair_counts(ids)))
 
 
+def _input_after_merge(fn, ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
+    """In the learner's process: the input list as the learner's merge_pair left it."""
+    fn(ids, pair, new_id)
+    return ids
+
+
 def _check_merge_pair(fn, seed: int) -> None:
     _expect_same(fn, ([7, 7, 7], (7, 7), 256), [256, 7],
                  "Scan left to right and skip both ids of a match: the overlap goes to the left")
@@ -56,8 +62,7 @@ def _check_merge_pair(fn, seed: int) -> None:
                  "including one at the very end")
     _expect_same(fn, ([2, 1], (1, 2), 99), [2, 1], "Order matters: (1, 2) is not (2, 1)")
     _expect_same(fn, ([], (1, 2), 99), [])
-    ids = [1, 2, 1, 2]
-    fn(ids, (1, 2), 99)
+    ids = in_learner(fn, _input_after_merge, [1, 2, 1, 2], (1, 2), 99)
     if ids != [1, 2, 1, 2]:
         raise AssertionError(f"merge_pair changed its input list to {ids}; return a new list instead")
     rng = random.Random(seed)
@@ -119,10 +124,23 @@ def _check_pre_split(fn, seed: int) -> None:
         _expect_same(fn, (text,), pre_split(text))
 
 
+OWN = {  # minimodal's functions that make up each answer: a learner's function must not call them
+    "pair_counts": (pair_counts,),
+    "merge_pair": (merge_pair,),
+    "apply_merges": (apply_merges, BPE.encode),
+    "clean_text": (clean_text,),
+    "pre_split": (pre_split,),
+}
+
+
 CHECKS = [
-    Check("counts every adjacent pair, overlaps included", "pair_counts", 2, _check_pair_counts),
-    Check("replaces every occurrence, leftmost first", "merge_pair", 2, _check_merge_pair),
-    Check("replays merges in the order they were learned", "apply_merges", 3, _check_apply_merges),
-    Check("cleans text as CLIP does", "clean_text", 2, _check_clean_text),
-    Check("splits cleaned text as CLIP's regex does", "pre_split", 2, _check_pre_split),
+    Check("counts every adjacent pair, overlaps included", "pair_counts", 2, _check_pair_counts,
+          references=OWN["pair_counts"]),
+    Check("replaces every occurrence, leftmost first", "merge_pair", 2, _check_merge_pair,
+          references=OWN["merge_pair"]),
+    Check("replays merges in the order they were learned", "apply_merges", 3, _check_apply_merges,
+          references=OWN["apply_merges"]),
+    Check("cleans text as CLIP does", "clean_text", 2, _check_clean_text, references=OWN["clean_text"]),
+    Check("splits cleaned text as CLIP's regex does", "pre_split", 2, _check_pre_split,
+          references=OWN["pre_split"]),
 ]

@@ -125,10 +125,20 @@ def _check_merge_heads(fn, seed: int) -> None:
         _expect_like(fn(x), MultiHeadAttention.merge_heads(x), variants, f"merge_heads of {shape}")
 
 
+OWN = {  # minimodal's functions that make up each answer: a learner's function must not call them
+    "attention": (attention, MultiHeadAttention.forward),
+    "split_heads": (MultiHeadAttention.split_heads,),
+    "merge_heads": (MultiHeadAttention.merge_heads,),
+}
+
+
 CHECKS = [
-    Check("softmax(q·kᵀ/√d)·v without a mask", "attention", 2, _check_attention_values, timeout=5),
+    Check("softmax(q·kᵀ/√d)·v without a mask", "attention", 2, _check_attention_values, timeout=5,
+          references=OWN["attention"]),
     Check("masked keys get zero weight, rows still sum to one", "attention", 3,
-          _check_attention_masks, timeout=5),
-    Check("split (B, N, D) into (B, H, N, D/H)", "split_heads", 2, _check_split_heads, timeout=5),
-    Check("merge (B, H, N, D/H) back into (B, N, D)", "merge_heads", 2, _check_merge_heads, timeout=5),
+          _check_attention_masks, timeout=5, references=OWN["attention"]),
+    Check("split (B, N, D) into (B, H, N, D/H)", "split_heads", 2, _check_split_heads,
+          timeout=5, references=OWN["split_heads"]),
+    Check("merge (B, H, N, D/H) back into (B, N, D)", "merge_heads", 2, _check_merge_heads,
+          timeout=5, references=OWN["merge_heads"]),
 ]

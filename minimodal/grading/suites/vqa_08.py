@@ -11,7 +11,7 @@ import itertools
 
 import torch
 
-from minimodal.grading.checks import Check, expect_close, expect_tensor
+from minimodal.grading.checks import Check, expect_close, expect_tensor, in_learner
 from minimodal.lstm import LSTMCell, init_forget_bias, lstm_cell
 from minimodal.vqa import FusedClassifier, VQAConfig, fuse
 
@@ -69,6 +69,19 @@ def _check_cell_values(fn, seed: int) -> None:
             raise AssertionError(f"{error}. {hint}" if hint else str(error)) from None
 
 
+def _three_steps(fn, x_steps, h, c, weights):
+    """In the learner's process: three steps through ``fn``, then backward; h, and each weight's gradient."""
+    leaves = [w.clone().requires_grad_(True) for w in weights]
+    state = (h, c)
+    for x_t in x_steps:
+        state = fn(x_t, *state, *leaves)
+    if not (isinstance(state, tuple) and len(state) == 2 and all(isinstance(t, torch.Tensor) for t in state)
+            and state[0].requires_grad):
+        return state, None
+    (state[0].sum() + state[1].pow(2).sum()).backward()
+    return state, [leaf.grad for leaf in leaves]
+
+
 def _check_cell_gradients(fn, seed: int) -> None:
     """Three steps through the learner's cell: a gradient reaches every weight.
 
@@ -77,20 +90,25 @@ def _check_cell_gradients(fn, seed: int) -> None:
     """
     g = _gen(seed)
     x, h, c, weights = _cell_inputs(g)
-    leaves = [w.clone().requires_grad_(True) for w in weights]
-    state = (h, c)
-    for x_t in [x] + [torch.randn(x.shape, generator=g) for _ in range(2)]:
-        state = fn(x_t, *state, *leaves)
+    x_steps = [x] + [torch.randn(x.shape, generator=g) for _ in range(2)]
+    state, grads = in_learner(fn, _three_steps, x_steps, h, c, weights)
+    if not isinstance(state, tuple) or len(state) != 2:
+        raise AssertionError(f"lstm_cell should return the pair (h, c), got {type(state).__name__}")
     expect_tensor(state[0], shape=h.shape, what="h after three steps")
-    if not state[0].requires_grad:
+    if grads is None:
         raise AssertionError("no gradient reached the weights: h after three steps does not depend on "
                              "them for autograd; keep the computation in torch (no .detach(), .item(), "
                              ".data or torch.no_grad())")
-    (state[0].sum() + state[1].pow(2).sum()).backward()
-    for name, leaf in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), leaves):
-        if leaf.grad is None or not torch.isfinite(leaf.grad).all() or not leaf.grad.abs().sum() > 0:
+    for name, grad in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), grads):
+        if grad is None or not torch.isfinite(grad).all() or not grad.abs().sum() > 0:
             raise AssertionError(f"no gradient reached {name}: keep the computation in torch "
                                  "(no .detach(), .item(), .data or torch.no_grad())")
+
+
+def _biased(fn, cell: LSTMCell, value: float) -> dict:
+    """In the learner's process: the cell's weights after the learner's init_forget_bias."""
+    fn(cell, value)
+    return {name: tensor.detach() for name, tensor in cell.state_dict().items()}
 
 
 def _check_forget_bias(fn, seed: int) -> None:
@@ -99,9 +117,9 @@ def _check_forget_bias(fn, seed: int) -> None:
         cell, expected = LSTMCell(2, hidden), LSTMCell(2, hidden)
         expected.load_state_dict(cell.state_dict())
         init_forget_bias(expected, value)
-        fn(cell, value)
+        got = in_learner(fn, _biased, cell, value)
         H = hidden
-        total = (cell.bias_ih + cell.bias_hh).detach()
+        total = got["bias_ih"] + got["bias_hh"]
         if not torch.allclose(total[H:2 * H], torch.full((H,), value)):
             if torch.allclose(total[:H], torch.full((H,), value)):
                 raise AssertionError(f"the input gate's rows got the bias: with torch's order "
@@ -113,8 +131,7 @@ def _check_forget_bias(fn, seed: int) -> None:
             raise AssertionError(f"bias_ih + bias_hh over the forget rows should be {value}, "
                                  f"got {total[H:2 * H].tolist()}")
         for name in ("bias_ih", "bias_hh", "weight_ih", "weight_hh"):
-            mine, theirs = getattr(cell, name).detach(), getattr(expected, name).detach()
-            if not torch.allclose(mine, theirs):
+            if not torch.allclose(got[name], getattr(expected, name).detach()):
                 raise AssertionError(f"{name} changed outside the forget gate's rows: only "
                                      f"rows {H}:{2 * H} of the biases may change")
 
@@ -151,12 +168,22 @@ def _check_classifier(fn, seed: int) -> None:
             expect_close(got, expected, what=f"answer logits with {fusion} fusion")
 
 
+OWN = {  # minimodal's functions that make up each answer: a learner's function must not call them
+    "lstm_cell": (lstm_cell, LSTMCell.forward),
+    "init_forget_bias": (init_forget_bias,),
+    "fuse": (fuse,),
+    "classify": (FusedClassifier.forward, fuse),
+}
+
+
 CHECKS = [  # milliseconds each; the classifier check, which builds models, keeps the default limit
-    Check("one LSTM step equals torch's", "lstm_cell", 3, _check_cell_values, timeout=5),
+    Check("one LSTM step equals torch's", "lstm_cell", 3, _check_cell_values, timeout=5,
+          references=OWN["lstm_cell"]),
     Check("gradients reach every weight through three steps", "lstm_cell", 2, _check_cell_gradients,
-          timeout=5),
+          timeout=5, references=OWN["lstm_cell"]),
     Check("forget bias in the forget gate's rows, once", "init_forget_bias", 2, _check_forget_bias,
-          timeout=5),
-    Check("product and image-first concatenation", "fuse", 2, _check_fuse, timeout=5),
-    Check("fused classifier gives the reference logits", "classify", 3, _check_classifier),
+          timeout=5, references=OWN["init_forget_bias"]),
+    Check("product and image-first concatenation", "fuse", 2, _check_fuse, timeout=5, references=OWN["fuse"]),
+    Check("fused classifier gives the reference logits", "classify", 3, _check_classifier,
+          references=OWN["classify"]),
 ]
