@@ -78,6 +78,15 @@ WRONG = {
     "always multiplies": (CLASSIFY_CODE.format(body='''v = torch.relu(classifier.image_proj(image_features))
     q = torch.relu(classifier.question_proj(question_features))
     return classifier.head(v * q)'''), {CLASSIFY}, "concat"),
+    "classify hands the work to the classifier": (CLASSIFY_CODE.format(
+        body="return classifier(image_features, question_features)"), {CLASSIFY},
+        "minimodal's own implementation (FusedClassifier.forward)"),
+    "lstm_cell wraps minimodal's": ('''
+import minimodal.lstm
+
+def lstm_cell(*args):
+    return minimodal.lstm.lstm_cell(*args)
+''', {STEP, GRADS}, "minimodal's own implementation (lstm_cell)"),
 }
 
 REFERENCES = {"lstm_cell": lstm_cell, "init_forget_bias": init_forget_bias, "fuse": fuse,
@@ -112,3 +121,11 @@ def test_wrong_versions_lose_their_points_in_the_grader(learner_notebook):
     report = grade(learner_notebook("08_vqa_lstm", *wrong), seed=0)
     earned = {r.check: r.earned for r in report.results}
     assert earned == {STEP: 0, GRADS: 2, BIAS: 0, FUSE: 0, CLASSIFY: 0}, report.table()
+
+
+def test_handing_the_work_to_minimodal_scores_nothing_in_the_grader(learner_notebook):
+    borrowed = [WRONG[name][0] for name in ("classify hands the work to the classifier", "lstm_cell wraps minimodal's")]
+    report = grade(learner_notebook("08_vqa_lstm", *borrowed), seed=0)
+    assert report.score == 0, report.table()
+    refused = {r.check for r in report.results if "minimodal's own implementation" in r.message}
+    assert refused == {STEP, GRADS, CLASSIFY}, report.table()
