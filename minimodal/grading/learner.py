@@ -119,13 +119,13 @@ class Learner:
         self.start()
         request = {"function": function, "program": program, "args": args, "kwargs": kwargs,
                    "timeout": timeout, "references": references}
-        send(self.requests, pickle.dumps(request))
         try:
+            send(self.requests, pickle.dumps(request))
             data = receive(self.replies, time.monotonic() + timeout + GRACE)
         except Timeout:
             self.stop()
             raise TimeLimit() from None
-        except ChannelClosed:
+        except (ChannelClosed, BrokenPipeError):
             why = self._exit()
             self.stop()
             raise LearnerDied(f"`{function}` ended the notebook's process ({why})") from None

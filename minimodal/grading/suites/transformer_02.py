@@ -1,9 +1,12 @@
-"""Graded checks for exercises/02_transformer.ipynb: attention with masks, and the head split.
+"""Graded checks for exercises/02_transformer.ipynb: attention with masks, the head split, the whole layer.
 
 Attention is checked in two ways that catch different mistakes: its values without a mask
 against minimodal's written-out attention, and, with masks, the weights themselves. Feeding
 the identity matrix as the values makes the output *be* the weight table, so a check can
 see whether masked keys got exactly zero and whether each row still sums to one.
+
+The learner's forward of a whole ``MultiHeadAttention`` is compared with the module's own,
+on layers whose every weight is drawn from the check's seed.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import math
 
 import torch
 
-from minimodal.grading.checks import Check, expect_close, expect_tensor
-from minimodal.transformer import MultiHeadAttention, attention, causal_mask, padding_mask
+from minimodal.grading.checks import Check, expect_like, expect_tensor
+from minimodal.transformer import MultiHeadAttention, attention, attention_weights, causal_mask, padding_mask
 
 NOTEBOOK = "02_transformer"
 
@@ -30,15 +33,6 @@ def _name_the_mistake(actual: torch.Tensor, variants: dict[str, torch.Tensor]) -
     return ""
 
 
-def _expect_like(actual, expected: torch.Tensor, variants: dict[str, torch.Tensor], what: str) -> None:
-    """expect_close, and when it fails, say which classic mistake the answer looks like."""
-    try:
-        expect_close(actual, expected, what=what)
-    except AssertionError as error:
-        hint = _name_the_mistake(actual, variants) if isinstance(actual, torch.Tensor) else ""
-        raise AssertionError(f"{error}. {hint}" if hint else str(error)) from None
-
-
 def _check_attention_values(fn, seed: int) -> None:
     g = _gen(seed)
     for shape_q, keys, d in [((5, 4), 7, 4), ((2, 3, 6), 6, 16), ((2, 4, 9), 5, 64)]:
@@ -46,15 +40,14 @@ def _check_attention_values(fn, seed: int) -> None:
         k = torch.randn(*shape_q[:-1], keys, d, generator=g)
         v = torch.randn(*shape_q[:-1], keys, d, generator=g)
         scores = q @ k.transpose(-2, -1)
-        variants = {
-            "Divide the scores by √d, the square root of the head width, not by d":
-                (scores / d).softmax(-1) @ v,
-            "The scores need dividing by √d before the softmax": scores.softmax(-1) @ v,
-            "Take the softmax over the keys (the last dimension), not over the queries":
-                (scores / math.sqrt(d)).softmax(-2) @ v,
-        }
-        _expect_like(fn(q, k, v), attention(q, k, v, fused=False), variants,
-                     f"attention with q {tuple(q.shape)}, k and v {tuple(k.shape)}")
+        mistakes = [
+            ("Divide the scores by √d, the square root of the head width, not by d", (scores / d).softmax(-1) @ v),
+            ("The scores need dividing by √d before the softmax", scores.softmax(-1) @ v),
+            ("Take the softmax over the keys (the last dimension), not over the queries",
+             (scores / math.sqrt(d)).softmax(-2) @ v),
+        ]
+        expect_like(fn(q, k, v), attention(q, k, v, fused=False), mistakes,
+                    f"attention with q {tuple(q.shape)}, k and v {tuple(k.shape)}")
 
 
 def _masks(seed: int) -> list[tuple[str, torch.Tensor]]:
@@ -109,10 +102,10 @@ def _check_split_heads(fn, seed: int) -> None:
     g = _gen(seed)
     for batch, length, width, heads in [(2, 5, 8, 2), (1, 7, 12, 3), (3, 4, 16, 4)]:
         x = torch.randn(batch, length, width, generator=g)
-        variants = {"view(B, H, N, D/H) mixes positions into heads: view as (B, N, H, D/H), then "
-                    "swap N and H": x.reshape(batch, heads, length, width // heads)}
-        _expect_like(fn(x, heads), MultiHeadAttention(width, heads).split_heads(x), variants,
-                     f"split_heads of {tuple(x.shape)} into {heads} heads")
+        mistakes = [("view(B, H, N, D/H) mixes positions into heads: view as (B, N, H, D/H), then swap N and H",
+                     x.reshape(batch, heads, length, width // heads))]
+        expect_like(fn(x, heads), MultiHeadAttention(width, heads).split_heads(x), mistakes,
+                    f"split_heads of {tuple(x.shape)} into {heads} heads")
 
 
 def _check_merge_heads(fn, seed: int) -> None:
@@ -120,15 +113,76 @@ def _check_merge_heads(fn, seed: int) -> None:
     for shape in [(2, 2, 5, 4), (1, 3, 7, 4), (3, 4, 4, 4)]:
         x = torch.randn(*shape, generator=g)
         batch, heads, length, head_width = shape
-        variants = {"swap the head and position dimensions back before reshaping to (B, N, D)":
-                    x.reshape(batch, length, heads * head_width)}
-        _expect_like(fn(x), MultiHeadAttention.merge_heads(x), variants, f"merge_heads of {shape}")
+        mistakes = [("swap the head and position dimensions back before reshaping to (B, N, D)",
+                     x.reshape(batch, length, heads * head_width))]
+        expect_like(fn(x), MultiHeadAttention.merge_heads(x), mistakes, f"merge_heads of {shape}")
+
+
+def randomize(module: torch.nn.Module, g: torch.Generator) -> torch.nn.Module:
+    """Every parameter of ``module`` drawn anew from ``g``, in place.
+
+    Default initialisations hide mistakes: zero biases, unit LayerNorm gains, a zero
+    positional embedding. Vectors (biases, gains, class token) are drawn with unit size,
+    matrices scaled by 1/√fan-in so activations stay about unit size through the layers.
+    """
+    with torch.no_grad():
+        for parameter in module.parameters():
+            fan_in = parameter[0].numel() if parameter.dim() > 1 else 1
+            parameter.copy_(torch.randn(parameter.shape, generator=g) / math.sqrt(fan_in))
+    return module
+
+
+def _mha_mistakes(mha: MultiHeadAttention, x: torch.Tensor, mask: torch.Tensor | None):
+    """(hint, output) of the classic slips in writing the layer's forward, on the same inputs."""
+    batch, length, width = x.shape
+    projected = [proj(x) for proj in (mha.q_proj, mha.k_proj, mha.v_proj)]  # 3 x (B, N, D)
+    q, k, v = map(mha.split_heads, projected)                               # 3 x (B, H, N, Dh)
+    heads = attention(q, k, v, mask, fused=False)                           # (B, H, N, Dh)
+    bare = [t.reshape(batch, mha.heads, length, -1) for t in projected]     # positions mixed into heads
+    split_hint = ("split each projection into heads as split_heads does, (B, N, H, Dh) then N and H swapped: "
+                  "a bare reshape to (B, H, N, Dh) mixes positions into heads")
+    return [
+        ("the heads' merged output still goes through out_proj", mha.merge_heads(heads)),
+        ("scale the scores by 1/√(D/H), the width of one head, not 1/√D",
+         mha.out_proj(mha.merge_heads(attention(q / math.sqrt(mha.heads), k, v, mask, fused=False)))),
+        ("pass the mask on to attention", mha.out_proj(mha.merge_heads(attention(q, k, v, fused=False)))),
+        (split_hint, mha.out_proj(attention(*bare, mask, fused=False).reshape(batch, length, width))),
+        (split_hint, mha.out_proj(mha.merge_heads(attention(*bare, mask, fused=False)))),
+        ("merge the heads as merge_heads does: swap H and N back before reshaping to (B, N, D)",
+         mha.out_proj(heads.reshape(batch, length, width))),
+    ]
+
+
+def _expect_layer(fn, mha: MultiHeadAttention, x: torch.Tensor, mask: torch.Tensor | None, what: str) -> None:
+    got = fn(mha, x) if mask is None else fn(mha, x, mask)
+    with torch.no_grad():
+        expect_like(got, mha(x, mask=mask), lambda: _mha_mistakes(mha, x, mask), what)
+
+
+def _check_layer(fn, seed: int) -> None:
+    g = _gen(seed)
+    for width, heads in [(8, 2), (12, 3), (16, 4), (6, 1)]:
+        mha = randomize(MultiHeadAttention(width, heads, fused=False), g)
+        x = torch.randn(2, 5, width, generator=g)
+        _expect_layer(fn, mha, x, None, f"mha_forward of a layer of width {width} with {heads} heads")
+
+
+def _check_layer_masked(fn, seed: int) -> None:
+    g = _gen(seed)
+    mha = randomize(MultiHeadAttention(12, 3, fused=False), g)
+    x = torch.randn(3, 6, 12, generator=g)
+    for description, mask in _masks(seed):
+        _expect_layer(fn, mha, x, mask, f"mha_forward with {description}")
 
 
 OWN = {  # minimodal's functions that make up each answer: a learner's function must not call them
     "attention": (attention, MultiHeadAttention.forward),
     "split_heads": (MultiHeadAttention.split_heads,),
     "merge_heads": (MultiHeadAttention.merge_heads,),
+    # the module's four linear layers are the learner's to call; its own methods are the answer
+    "mha_forward": (MultiHeadAttention.forward, MultiHeadAttention.keys_values, MultiHeadAttention.split_heads,
+                    MultiHeadAttention.merge_heads, MultiHeadAttention.attention_map, attention,
+                    attention_weights),
 }
 
 
@@ -141,4 +195,8 @@ CHECKS = [
           timeout=5, references=OWN["split_heads"]),
     Check("merge (B, H, N, D/H) back into (B, N, D)", "merge_heads", 2, _check_merge_heads,
           timeout=5, references=OWN["merge_heads"]),
+    Check("mha_forward equals MultiHeadAttention's forward", "mha_forward", 3, _check_layer,
+          timeout=10, references=OWN["mha_forward"]),
+    Check("mha_forward passes causal, padding and random masks on", "mha_forward", 2, _check_layer_masked,
+          timeout=10, references=OWN["mha_forward"]),
 ]
