@@ -2,7 +2,8 @@
 
 Each wrong version is the solution with one function rewritten as a learner might get it
 wrong. corpus_bleu calls the learner's own helpers, so a wrong helper also costs
-corpus_bleu's points; the expected failures below say so.
+corpus_bleu's points; the expected failures below say so. A wrong version is run through
+the checks of the function it rewrites and of the functions that call it.
 """
 
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from minimodal.grading.checks import as_graded
 from minimodal.grading.suites import caption_09
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,6 +23,37 @@ NGRAMS, CLIPPED, BP, BLEU = ("n-gram counts", "clipped n-gram matches", "brevity
 GREEDY, EXHAUSTIVE, NORMALIZED, NARROW, LIMIT = (
     "beam width 1 is greedy decoding", "a beam that holds every caption finds the best one",
     "length normalization", "narrow beams equal the reference", "the length limit")
+NEXT, PADDING, GRADIENT = ("teacher-forcing loss: each position predicts the next token",
+                           "teacher-forcing loss: padding ignored, the mean over real tokens",
+                           "the loss's gradient reaches the logits")
+CAPTIONS, CACHE = ("greedy decoding with the cache: greedy_decode's captions, token for token",
+                   "the cache grows by one position per word fed")
+CALLERS = {"ngram_counts": {"clipped_matches", "corpus_bleu"}, "clipped_matches": {"corpus_bleu"},
+           "brevity_penalty": {"corpus_bleu"}}  # in the solution, the functions that call each helper
+
+GREEDY_CODE = '''
+@torch.no_grad()
+def greedy_with_cache(decoder, memory, *, bos, eos, max_length):
+    state = decoder.start(memory)
+    words, patches = state["words"], state["patches"]
+    fed = torch.full((len(memory), 1), bos)
+    for _ in range(max_length):
+        x = {embed}
+        for block, cache, image in zip(decoder.blocks, words.layers, patches.layers):
+            x = block.step(x, cache, image)
+        fed = torch.cat([fed, decoder.head(decoder.ln_final(x[:, -1:])).argmax(dim=-1)], dim=1)
+        if {stop}:
+            break
+    rows = fed[:, 1:].tolist()
+    return [{caption} for row in rows]
+'''
+
+
+def greedy(embed="decoder.embed(fed[:, -1:], start=len(words))", stop="(fed == eos).any(dim=1).all()",
+           caption="row[:row.index(eos)] if eos in row else row"):
+    """A greedy_with_cache that is right but for the one part named."""
+    return GREEDY_CODE.format(embed=embed, stop=stop, caption=caption)
+
 
 # A wrong version of one function, and the checks it must fail (all others pass).
 WRONG = {
@@ -137,6 +170,76 @@ def beam_search(decoder, memory, *, bos, eos, beam_width, max_length, alpha=1.0)
     return _beam_search(decoder, memory, bos=bos, eos=eos, beam_width=beam_width, max_length=max_length + 1,
                         alpha=alpha)
 ''', {GREEDY, EXHAUSTIVE, NORMALIZED, NARROW, LIMIT}),
+    "loss without the shift": ('''
+def caption_loss(logits, ids, pad):
+    return F.cross_entropy(logits.flatten(0, 1), ids.flatten(), ignore_index=pad)
+''', {NEXT, PADDING}),
+    "loss shifted the wrong way": ('''
+def caption_loss(logits, ids, pad):
+    return F.cross_entropy(logits[:, 1:].flatten(0, 1), ids[:, :-1].flatten(), ignore_index=pad)
+''', {NEXT, PADDING}),
+    "padding counted in the loss": ('''
+def caption_loss(logits, ids, pad):
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten())
+''', {PADDING}),
+    "loss averaged per caption": ('''
+def caption_loss(logits, ids, pad):
+    losses = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], ignore_index=pad, reduction="none")
+    return (losses.sum(dim=1) / (ids[:, 1:] != pad).sum(dim=1)).mean()
+''', {PADDING}),
+    "loss ignores 0 whatever the pad id": ('''
+def caption_loss(logits, ids, pad):
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), ignore_index=0)
+''', {NEXT, PADDING}),
+    "loss detached": ('''
+def caption_loss(logits, ids, pad):
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), ignore_index=pad).detach()
+''', {GRADIENT}),
+    "the whole prefix fed with the cache": (greedy(embed="decoder.embed(fed)"), {CAPTIONS, CACHE}),
+    "every word at position 0": (greedy(embed="decoder.embed(fed[:, -1:])"), {CAPTIONS}),
+    "captions go on past eos": (greedy(stop="False", caption="row"), {CAPTIONS}),
+    "captions start with bos": (greedy(caption="[bos] + (row[:row.index(eos)] if eos in row else row)"), {CAPTIONS}),
+    "captions end with eos": (greedy(caption="row[:row.index(eos) + 1] if eos in row else row"), {CAPTIONS}),
+    "no cache, the whole prefix every step": ('''
+@torch.no_grad()
+def greedy_with_cache(decoder, memory, *, bos, eos, max_length):
+    fed = torch.full((len(memory), 1), bos)
+    for _ in range(max_length):
+        fed = torch.cat([fed, decoder(fed, memory)[:, -1:].argmax(dim=-1)], dim=1)
+        if (fed == eos).any(dim=1).all():
+            break
+    return [row[:row.index(eos)] if eos in row else row for row in fed[:, 1:].tolist()]
+''', {CACHE}),
+    "greedy_with_cache steps through decoder.step": ('''
+@torch.no_grad()
+def greedy_with_cache(decoder, memory, *, bos, eos, max_length):
+    state, fed = decoder.start(memory), torch.full((len(memory), 1), bos)
+    for _ in range(max_length):
+        logits, state = decoder.step(fed[:, -1], state)
+        fed = torch.cat([fed, logits.argmax(dim=-1, keepdim=True)], dim=1)
+        if (fed == eos).any(dim=1).all():
+            break
+    return [row[:row.index(eos)] if eos in row else row for row in fed[:, 1:].tolist()]
+''', {CAPTIONS, CACHE}),
+}
+
+# What the message of a failed check says about the mistake, where it can name it.
+PHRASES = {
+    "no brevity penalty": "multiply by the brevity penalty",
+    "counts not clipped": "Clip each n-gram's count",
+    "loss without the shift": "not each token against itself",
+    "loss shifted the wrong way": "the shift goes the other way",
+    "padding counted in the loss": "the padding counts in the mean",
+    "loss averaged per caption": "a mean per caption",
+    "loss ignores 0 whatever the pad id": "ignore the pad id the function is given",
+    "loss detached": "no gradient reached the logits",
+    "the whole prefix fed with the cache": "caches their keys twice",
+    "every word at position 0": "not at position 0",
+    "captions go on past eos": "a caption ends at its first eos",
+    "captions start with bos": "leave bos out",
+    "captions end with eos": "leave eos out",
+    "no cache, the whole prefix every step": "decoder.start(memory) was never called",
+    "greedy_with_cache steps through decoder.step": "minimodal's own implementation (TransformerDecoder.step)",
 }
 
 
@@ -147,15 +250,23 @@ def solution_code() -> str:
     return "\n\n".join([code[0]] + [c for c in code if "### BEGIN SOLUTION" in c])
 
 
-def failed_checks(namespace: dict, seed: int = 0) -> set[str]:
-    """The checks that fail, each run with the seed the grader gives it (seed + its index)."""
-    failed = set()
+def failed_checks(namespace: dict, seed: int = 0, functions: set[str] | None = None) -> dict[str, str]:
+    """{check: message} for the checks of ``functions`` (all if None) that fail, each run as the grader calls
+    the learner's function, with the seed the grader gives it (seed + its index)."""
+    failed = {}
     for index, check in enumerate(caption_09.CHECKS):
-        try:
-            check.run(namespace[check.function], seed + index)
-        except AssertionError:
-            failed.add(check.name)
+        if functions is None or check.function in functions:
+            try:
+                check.run(as_graded(check, namespace[check.function]), seed + index)
+            except AssertionError as error:
+                failed[check.name] = str(error)
     return failed
+
+
+def affected(source: str) -> set[str]:
+    """The functions whose checks a wrong version can fail: the one it rewrites and those that call it."""
+    defined = {check.function for check in caption_09.CHECKS if f"def {check.function}(" in source}
+    return defined.union(*(CALLERS.get(function, set()) for function in defined))
 
 
 def learner_namespace(*sources: str) -> dict:
@@ -168,24 +279,16 @@ def learner_namespace(*sources: str) -> dict:
 def test_the_solution_passes_every_check_on_several_seeds():
     namespace = learner_namespace(solution_code())
     for seed in range(3):
-        assert failed_checks(namespace, seed) == set()
+        assert failed_checks(namespace, seed) == {}
 
 
 @pytest.mark.parametrize("mistake", sorted(WRONG))
 def test_a_wrong_version_fails_exactly_its_checks(mistake):
     source, expected = WRONG[mistake]
-    assert failed_checks(learner_namespace(solution_code(), source)) == expected
-
-
-def test_hints_name_the_mistake():
-    namespace = learner_namespace(solution_code(), WRONG["no brevity penalty"][0])
-    check = next(c for c in caption_09.CHECKS if c.name == BLEU)
-    with pytest.raises(AssertionError, match="multiply by the brevity penalty"):
-        check.run(namespace["corpus_bleu"], 0)
-    namespace = learner_namespace(solution_code(), WRONG["counts not clipped"][0])
-    check = next(c for c in caption_09.CHECKS if c.name == CLIPPED)
-    with pytest.raises(AssertionError, match="Clip each n-gram's count"):
-        check.run(namespace["clipped_matches"], 0)
+    failed = failed_checks(learner_namespace(solution_code(), source), functions=affected(source))
+    assert set(failed) == expected, failed
+    if mistake in PHRASES:
+        assert any(PHRASES[mistake] in message for message in failed.values()), failed
 
 
 # ---------------------------------------------------------------- through the grader
@@ -208,10 +311,14 @@ def test_fresh_exercise_scores_zero(tmp_path):
     assert all("NotImplementedError" in r.message for r in report.results), report.table()
 
 
-@pytest.mark.parametrize("mistake", ["no brevity penalty", "finished beams kept expanding"])
-def test_wrong_version_loses_its_points_in_the_grader(learner_notebook, mistake):
+def test_wrong_versions_lose_their_points_in_the_grader(learner_notebook):
+    """Wrong versions of four functions handed in together; greedy_with_cache's reaches minimodal's own step."""
     from minimodal.grading import grade
-    source, expected = WRONG[mistake]
-    report = grade(learner_notebook("09_captioning", solution_code(), source), seed=0)
+    mistakes = ("no brevity penalty", "finished beams kept expanding", "padding counted in the loss",
+                "greedy_with_cache steps through decoder.step")
+    report = grade(learner_notebook("09_captioning", solution_code(), *(WRONG[m][0] for m in mistakes)), seed=0)
+    expected = set().union(*(WRONG[m][1] for m in mistakes))
     assert {r.check for r in report.results if not r.earned} == expected, report.table()
     assert report.score == report.total - sum(POINTS[name] for name in expected)
+    refused = {r.check for r in report.results if "minimodal's own implementation" in r.message}
+    assert refused == {CAPTIONS, CACHE}, report.table()

@@ -1,8 +1,10 @@
-"""Graded checks for exercises/08_vqa_lstm.ipynb: the LSTM cell step, the forget bias, fusion, the classifier.
+"""Graded checks for exercises/08_vqa_lstm.ipynb: the LSTM cell step, the forget bias, the LSTM over a
+padded batch, fusion, the classifier.
 
 Each check compares the learner's function with minimodal's own on random inputs from the
 seed; when they differ, it tries the classic mistakes (gates in another order, the bias in
-the wrong rows, the concatenation the wrong way round) and names the one that matches.
+the wrong rows, padding read as if it were words, the concatenation the wrong way round,
+the ReLUs left out) and names the one that matches.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import itertools
 
 import torch
 
-from minimodal.grading.checks import Check, expect_close, expect_tensor, in_learner
-from minimodal.lstm import LSTMCell, init_forget_bias, lstm_cell
+from minimodal.grading.checks import Check, expect_close, expect_like, expect_tensor, in_learner
+from minimodal.lstm import LSTM, LSTMCell, LSTMConfig, init_forget_bias, lstm_cell
 from minimodal.vqa import FusedClassifier, VQAConfig, fuse
 
 NOTEBOOK = "08_vqa_lstm"
@@ -136,6 +138,77 @@ def _check_forget_bias(fn, seed: int) -> None:
                                      f"rows {H}:{2 * H} of the biases may change")
 
 
+def _padded_batch(seed: int, lengths: list[int], inputs: int = 3, hidden: int = 4):
+    """A random cell and a right-padded batch (B, T, I) whose padding holds random values, not zeros:
+    a row that reads its padding then ends in another state."""
+    torch.manual_seed(seed)
+    cell = LSTMCell(inputs, hidden)
+    x = torch.randn(len(lengths), max(lengths), inputs, generator=_gen(seed))
+    return cell, x, torch.tensor(lengths)
+
+
+def _state_after(cell: LSTMCell, x: torch.Tensor, lengths: torch.Tensor):
+    """Each row's (h, c) after its first ``lengths[b]`` steps, any count from 0 up: the mistakes' answers."""
+    h = c = x.new_zeros(len(x), cell.hidden_size)
+    for t in range(x.shape[1]):
+        real = (t < lengths)[:, None]                                   # (B, 1)
+        new_h, new_c = cell(x[:, t], (h, c))
+        h, c = torch.where(real, new_h, h), torch.where(real, new_c, c)
+    return h, c
+
+
+def _one_state_for_all_rows(cell: LSTMCell, x: torch.Tensor, lengths: torch.Tensor):
+    """The rows read one after another with one state, never reset: (h, c) after each row."""
+    h = c = x.new_zeros(1, cell.hidden_size)
+    states = []
+    for row, length in zip(x, lengths.tolist()):
+        for t in range(length):
+            h, c = cell(row[t:t + 1], (h, c))
+        states.append((h[0], c[0]))
+    return tuple(torch.stack(part) for part in zip(*states))
+
+
+def _batch_mistakes(cell, x, lengths, part: int) -> list[tuple[str, torch.Tensor]]:
+    """(hint, h or c as that mistake gives it), part 0 for h and 1 for c."""
+    T = x.shape[1]
+    return [("every row ran all T steps: the padding after a row's end changed its state; past its "
+             "length a row must keep the state it had", _state_after(cell, x, torch.full_like(lengths, T))[part]),
+            ("each row stops one step early: a row of length n reads steps 0 to n - 1",
+             _state_after(cell, x, lengths - 1)[part]),
+            ("each row reads one step of padding: a row of length n reads steps 0 to n - 1",
+             _state_after(cell, x, (lengths + 1).clamp(max=T))[part]),
+            ("each row starts from the state the row before it ended in: every row starts from zeros, "
+             "on its own", _one_state_for_all_rows(cell, x, lengths)[part])]
+
+
+@torch.no_grad()
+def _expect_final_state(fn, seed: int, lengths: list[int]) -> None:
+    """The learner's (h, c) against minimodal's LSTM (itself equal to torch.nn.LSTM on packed sequences)."""
+    cell, x, lengths = _padded_batch(seed, lengths)
+    lstm = LSTM(LSTMConfig(input_size=cell.weight_ih.shape[1], hidden_size=cell.hidden_size))
+    lstm.layers[0].load_state_dict(cell.state_dict())
+    _, (h, c) = lstm(x, lengths)                                        # each (1, B, H)
+    result = fn(cell, x.clone(), lengths.clone())
+    what = f"for lengths {lengths.tolist()}"
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise AssertionError(f"lstm_over_batch should return the pair (h, c), got {type(result).__name__}")
+    for part, (name, got, want) in enumerate(zip("hc", result, (h[0], c[0]))):
+        expect_like(got, want, lambda: _batch_mistakes(cell, x, lengths, part), f"{name} {what}")
+
+
+def _check_batch_full(fn, seed: int) -> None:
+    for case, lengths in enumerate([[1], [4, 4, 4], [6, 6]]):
+        _expect_final_state(fn, seed * 10 + case, lengths)
+
+
+def _check_batch_padded(fn, seed: int) -> None:
+    g = _gen(seed)
+    for case in range(3):
+        T = 5 + case
+        lengths = [1, T] + torch.randint(1, T + 1, (3,), generator=g).tolist()
+        _expect_final_state(fn, seed * 10 + case, lengths)
+
+
 def _check_fuse(fn, seed: int) -> None:
     g = _gen(seed)
     v, q = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
@@ -147,6 +220,15 @@ def _check_fuse(fn, seed: int) -> None:
         raise AssertionError("concat fusion puts the question first: the classifier expects "
                              "[image, question]")
     expect_close(got, fuse(v, q, "concat"), what="concat fusion of (4, 6) features")
+
+
+def _classifier_mistakes(classifier: FusedClassifier, v, q) -> list[tuple[str, torch.Tensor]]:
+    """(hint, the logits that mistake gives): the ReLUs left out, or moved past the fusion."""
+    image, question = classifier.image_proj(v), classifier.question_proj(q)
+    return [("the projections need their ReLUs: relu(image_proj(v)) and relu(question_proj(q)), then fuse",
+             classifier.head(fuse(image, question, classifier.fusion))),
+            ("the ReLUs go on each projection, before the fusion, not on the fused vector",
+             classifier.head(torch.relu(fuse(image, question, classifier.fusion))))]
 
 
 def _check_classifier(fn, seed: int) -> None:
@@ -165,12 +247,14 @@ def _check_classifier(fn, seed: int) -> None:
                 raise
             except RuntimeError as error:
                 raise AssertionError(f"with {fusion} fusion the classifier raised: {error}") from None
-            expect_close(got, expected, what=f"answer logits with {fusion} fusion")
+            expect_like(got, expected, lambda: _classifier_mistakes(classifier, v, q),
+                        f"answer logits with {fusion} fusion")
 
 
 OWN = {  # minimodal's functions that make up each answer: a learner's function must not call them
     "lstm_cell": (lstm_cell, LSTMCell.forward),
     "init_forget_bias": (init_forget_bias,),
+    "lstm_over_batch": (LSTM.forward,),
     "fuse": (fuse,),
     "classify": (FusedClassifier.forward, fuse),
 }
@@ -183,6 +267,10 @@ CHECKS = [  # milliseconds each; the classifier check, which builds models, keep
           timeout=5, references=OWN["lstm_cell"]),
     Check("forget bias in the forget gate's rows, once", "init_forget_bias", 2, _check_forget_bias,
           timeout=5, references=OWN["init_forget_bias"]),
+    Check("rows of full length: the state after the last step", "lstm_over_batch", 2, _check_batch_full,
+          timeout=5, references=OWN["lstm_over_batch"]),
+    Check("right-padded rows: the state after each row's last real step", "lstm_over_batch", 3,
+          _check_batch_padded, timeout=5, references=OWN["lstm_over_batch"]),
     Check("product and image-first concatenation", "fuse", 2, _check_fuse, timeout=5, references=OWN["fuse"]),
     Check("fused classifier gives the reference logits", "classify", 3, _check_classifier,
           references=OWN["classify"]),
