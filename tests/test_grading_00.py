@@ -241,3 +241,24 @@ def test_self_check_prints_each_verdict_and_refuses_minimodal_own_code(capsys):
     with pytest.raises(ValueError, match="exercise 00 grades no function named 'mean'; it grades "
                                          "cosine_similarity_matrix, softmax, top_k"):
         self_check(0, torch.mean)
+
+
+def test_self_check_does_nothing_while_the_grader_runs_the_notebook(capsys, monkeypatch):
+    from minimodal.grading import self_check
+    from minimodal.grading.checks import GRADING
+
+    calls = []
+    monkeypatch.setenv(GRADING, "1")
+    self_check(0, lambda x, dim=-1: calls.append(x))
+    assert calls == []
+    assert "skipped: the grader is running this notebook" in capsys.readouterr().out
+
+
+def test_a_check_may_report_what_it_measured():
+    from minimodal.grading.checks import Check
+    from minimodal.grading.grader import run_check
+
+    measured = Check("reaches the target", "f", 1, lambda fn, seed: f"reached {fn(seed):.0%}")
+    assert run_check(measured, lambda seed: 0.5, 0) == (True, "reached 50%")
+    plain = Check("is right", "f", 1, lambda fn, seed: None)
+    assert run_check(plain, lambda seed: 0.5, 0) == (True, "passed")

@@ -21,13 +21,15 @@ from typing import Callable
 
 import torch
 
+GRADING = "MINIMODAL_GRADING"  # set in the learner's process while the grader runs its notebook
+
 
 @dataclass(frozen=True)
 class Check:
     """One graded property of one learner function.
 
-    run(fn, seed) calls the learner's ``fn`` and raises AssertionError on a wrong answer;
-    ``seed`` makes its random inputs reproducible. ``timeout``: the seconds the learner's
+    run(fn, seed) calls the learner's ``fn`` and raises AssertionError on a wrong answer; it may
+    return a note on a right one (what was measured). ``seed`` makes its random inputs reproducible. ``timeout``: the seconds the learner's
     code may take over all its calls in this check. ``references``: minimodal's functions
     that make up the answer; a call of ``fn`` that reaches any of them is refused.
     """

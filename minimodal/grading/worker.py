@@ -22,9 +22,10 @@ import pickle
 
 from minimodal.grading.cells import TimeLimit, code_cells, describe, time_limit
 from minimodal.grading.channel import pack_reply, receive, send
-from minimodal.grading.checks import own_code_refused
+from minimodal.grading.checks import GRADING, own_code_refused
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # figures are drawn off screen, plt.show() is a no-op
+os.environ[GRADING] = "1"            # self_check cells stay quiet: the grader runs every check itself
 
 
 def run_cell(source: str, number: int, namespace: dict, timeout: float) -> str | None:
