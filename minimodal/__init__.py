@@ -60,6 +60,7 @@ Beside them (imported from any level)
     data            the shapes world and its text, easy-vqa, photos, CLIP's preprocessing [00, 03, 11]
     device, check   one device choice and seeding; validation helpers that name what diverged
     source          a lesson shows the package's own code with show_source
+    figures         the lessons' one figure style, row-normalized confusion tables, block diagrams
 
 Init policy, one for the course: every ``nn.Linear``, ``nn.Conv2d``, ``nn.LayerNorm`` and
 ``nn.Embedding`` keeps PyTorch's default initialisation, and so does the LSTM

@@ -25,7 +25,8 @@ PACKAGE = REPO / "minimodal"
 BESIDE, BLOCKS, TOWERS, MODELS, CONVERSION, TRAINING, ENTRY = range(7)
 LEVEL = {
     **dict.fromkeys(["device", "check", "similarity", "bleu", "bpe", "tokenizer", "vocab", "hub", "loss",
-                     "decoding", "train", "distributed", "data", "lm_tokenizer", "source"], BESIDE),
+                     "decoding", "train", "distributed", "data", "lm_tokenizer", "source",
+                     "figures"], BESIDE),
     **dict.fromkeys(["transformer", "mlp", "norm", "rope", "kv_cache", "lstm"], BLOCKS),
     **dict.fromkeys(["vit", "text", "bert", "lm"], TOWERS),
     **dict.fromkeys(["clip", "zeroshot", "retrieval", "vqa", "vqa_data", "lstm_decoder", "decoder",
