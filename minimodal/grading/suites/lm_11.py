@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from minimodal.check import randomized
 from minimodal.generate import top_p_filter
 from minimodal.grading.checks import Check, expect_equal, expect_like, expect_tensor, in_learner
 from minimodal.kv_cache import KVCache, LayerCache
@@ -207,13 +208,8 @@ def _check_top_p_ties(fn, seed: int) -> None:
 
 def _model(seed: int, **shape) -> LanguageModel:
     """A small LM with every weight drawn at random, so a wrong position changes the logits a lot."""
-    torch.manual_seed(seed)
-    model = LanguageModel(LMConfig(**{"vocab_size": 23, "width": 32, "layers": 2, "heads": 4, "kv_heads": 2,
-                                      "mlp_width": 48, **shape})).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.5 if p.dim() == 1 else 0.2).add_(1.0 if p.dim() == 1 else 0.0)
-    return model
+    return randomized(LanguageModel(LMConfig(**{"vocab_size": 23, "width": 32, "layers": 2, "heads": 4,
+                                                 "kv_heads": 2, "mlp_width": 48, **shape})), seed)
 
 
 def _prefilled(seed: int, lengths: list[int], **shape):

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from minimodal.check import randomized
 from minimodal.grading.checks import Check, expect_close, expect_equal, expect_like, expect_tensor
-from minimodal.grading.suites.transformer_02 import randomize
 from minimodal.text import TextConfig, TextTransformer, eot_positions, pool_at_eot
 from minimodal.transformer import causal_mask
 
@@ -85,7 +85,7 @@ def _check_pool_by_id(fn, seed: int) -> None:
 def _tower(g: torch.Generator, eot: int) -> TextTransformer:
     config = TextConfig(vocab_size=64, context_length=16, width=8, layers=2, heads=2, embed_dim=6,
                         eot_token_id=eot)
-    return randomize(TextTransformer(config), g)
+    return randomized(TextTransformer(config), g)
 
 
 def _variant(model: TextTransformer, ids: torch.Tensor, ends: torch.Tensor, *, causal: bool = True,

@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from minimodal.check import randomized
 from minimodal.grading.checks import Check, expect_like, expect_tensor
 from minimodal.transformer import MultiHeadAttention, attention, attention_weights, causal_mask, padding_mask
 
@@ -118,20 +119,6 @@ def _check_merge_heads(fn, seed: int) -> None:
         expect_like(fn(x), MultiHeadAttention.merge_heads(x), mistakes, f"merge_heads of {shape}")
 
 
-def randomize(module: torch.nn.Module, g: torch.Generator) -> torch.nn.Module:
-    """Every parameter of ``module`` drawn anew from ``g``, in place.
-
-    Default initialisations hide mistakes: zero biases, unit LayerNorm gains, a zero
-    positional embedding. Vectors (biases, gains, class token) are drawn with unit size,
-    matrices scaled by 1/√fan-in so activations stay about unit size through the layers.
-    """
-    with torch.no_grad():
-        for parameter in module.parameters():
-            fan_in = parameter[0].numel() if parameter.dim() > 1 else 1
-            parameter.copy_(torch.randn(parameter.shape, generator=g) / math.sqrt(fan_in))
-    return module
-
-
 def _mha_mistakes(mha: MultiHeadAttention, x: torch.Tensor, mask: torch.Tensor | None):
     """(hint, output) of the classic slips in writing the layer's forward, on the same inputs."""
     batch, length, width = x.shape
@@ -162,14 +149,14 @@ def _expect_layer(fn, mha: MultiHeadAttention, x: torch.Tensor, mask: torch.Tens
 def _check_layer(fn, seed: int) -> None:
     g = _gen(seed)
     for width, heads in [(8, 2), (12, 3), (16, 4), (6, 1)]:
-        mha = randomize(MultiHeadAttention(width, heads, fused=False), g)
+        mha = randomized(MultiHeadAttention(width, heads, fused=False), g)
         x = torch.randn(2, 5, width, generator=g)
         _expect_layer(fn, mha, x, None, f"mha_forward of a layer of width {width} with {heads} heads")
 
 
 def _check_layer_masked(fn, seed: int) -> None:
     g = _gen(seed)
-    mha = randomize(MultiHeadAttention(12, 3, fused=False), g)
+    mha = randomized(MultiHeadAttention(12, 3, fused=False), g)
     x = torch.randn(3, 6, 12, generator=g)
     for description, mask in _masks(seed):
         _expect_layer(fn, mha, x, mask, f"mha_forward with {description}")

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from minimodal.check import randomized
 from minimodal.grading.checks import Check, expect_close, expect_like, expect_tensor
-from minimodal.grading.suites.transformer_02 import randomize
 from minimodal.vit import VisionConfig, VisionTransformer, patchify
 
 NOTEBOOK = "03_vit"
@@ -67,7 +67,7 @@ def _tower(g: torch.Generator, image: int, patch: int, width: int, layers: int, 
            embed: int | None) -> VisionTransformer:
     config = VisionConfig(image_size=image, patch_size=patch, width=width, layers=layers, heads=heads,
                           embed_dim=embed)
-    return randomize(VisionTransformer(config), g)
+    return randomized(VisionTransformer(config), g)
 
 
 def _variant(vit: VisionTransformer, pixels: torch.Tensor, *, cls_first: bool = True, positions: bool = True,
