@@ -8,12 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from minimodal.figures import STYLE, Box, _edge, draw_diagram, plot_confusion, use_course_style
-
-
-def test_the_style_is_applied():
-    use_course_style()
-    assert all(plt.rcParams[key] == value for key, value in STYLE.items())
+from minimodal.figures import Box, _edge, draw_diagram, plot_confusion
 
 
 def test_confusion_rows_are_shares_of_their_own_row():
