@@ -28,12 +28,14 @@ Models
     caption         a patch encoder and a decoder, the captioning loss [09]
     generate        sampling (greedy, temperature, top-k, top-p), generation with a KV cache [11]
     llava           patch features projected and spliced into a language model; the chat labels [12]
+    owlvit          OWL-ViT: a box and a phrase score per patch, queries embedded by CLIP's text tower [14]
 Conversion (strict key maps to other people's checkpoints; above the models they fill)
     convert         the table of names in every format; transformers' CLIPModel [03, 06]
     convert_openai  OpenAI's CLIP and open_clip files [03]
     convert_bert    BERT, for all-MiniLM-L6-v2 [02]
     convert_llama   transformers' LlamaForCausalLM, both ways [11]
     convert_llava   transformers' LlavaForConditionalGeneration, both ways [12]
+    convert_owlvit  transformers' OwlViTForObjectDetection, both ways [14]
 Training and recipes
     train           the one training loop: AdamW, warmup and cosine, clipping, autocast, resume [06]
     vqa_train       training and judging a VQA model, its baselines [08]
@@ -42,6 +44,8 @@ Training and recipes
     lm_eval         its loss against bigram and uniform baselines; sampled captions judged [11]
     llava_recipe    the course's LLaVA: two stages on the shapes world, export [12]
     llava_eval      its answers per kind, hallucinations, captions, its image tokens as words [12]
+    owlvit_recipe   the course's shapes detector: fine-tuned from the shapes CLIP on boxes with phrases [14]
+    owlvit_eval     its detections, AP per kind of phrase, the held-out pair, CLIP's patch heat maps [14]
 Entry points
     clip_api        ``minimodal.load``, ``minimodal.tokenize``: OpenAI's clip API on these models
     cli             ``python -m minimodal classify | search``
@@ -56,8 +60,12 @@ Beside them (imported from any level)
     decoding        greedy and beam search over any decoder's steps [09]
     similarity      cosine similarity and top-k [00]
     bleu            BLEU from n-gram counts [09]
+    boxes           box formats, IoU and generalized IoU [14]
+    matching        the optimal one-to-one assignment (Hungarian) and DETR's matching cost [14]
+    detection_loss  DETR's set loss: match, then focal, L1 and GIoU terms on the pairs [14]
+    average_precision  AP from a ranked list, COCO's AP@0.5 and AP@[.5:.95] [14]
     hub             the caches checkpoints live in (OpenAI's, Hugging Face's); downloads on request
-    data            the shapes world and its text, easy-vqa, photos, CLIP's preprocessing [00, 03, 11]
+    data            the shapes world and its text, boxes with phrases, easy-vqa, photos, CLIP's preprocessing [00, 03, 11, 14]
     device, check   one device choice and seeding; validation helpers that name what diverged
     source          a lesson shows the package's own code with show_source
     figures         the lessons' one figure style, row-normalized confusion tables, block diagrams

@@ -26,13 +26,15 @@ BESIDE, BLOCKS, TOWERS, MODELS, CONVERSION, TRAINING, ENTRY = range(7)
 LEVEL = {
     **dict.fromkeys(["device", "check", "similarity", "bleu", "bpe", "tokenizer", "vocab", "hub", "loss",
                      "decoding", "train", "distributed", "data", "lm_tokenizer", "source",
-                     "figures"], BESIDE),
+                     "figures", "boxes", "matching", "detection_loss", "average_precision"], BESIDE),
     **dict.fromkeys(["transformer", "mlp", "norm", "rope", "kv_cache", "lstm"], BLOCKS),
     **dict.fromkeys(["vit", "text", "bert", "lm"], TOWERS),
     **dict.fromkeys(["clip", "zeroshot", "retrieval", "vqa", "vqa_data", "lstm_decoder", "decoder",
-                     "caption", "generate", "llava"], MODELS),
-    **dict.fromkeys(["convert", "convert_bert", "convert_openai", "convert_llama", "convert_llava"], CONVERSION),
-    **dict.fromkeys(["vqa_train", "pretrained", "lm_recipe", "lm_eval", "llava_recipe", "llava_eval"], TRAINING),
+                     "caption", "generate", "llava", "owlvit"], MODELS),
+    **dict.fromkeys(["convert", "convert_bert", "convert_openai", "convert_llama", "convert_llava",
+                     "convert_owlvit"], CONVERSION),
+    **dict.fromkeys(["vqa_train", "pretrained", "lm_recipe", "lm_eval", "llava_recipe", "llava_eval",
+                     "owlvit_recipe", "owlvit_eval"], TRAINING),
     **dict.fromkeys(["clip_api", "cli", "tour", "grading", "__main__"], ENTRY),
 }
 # What a module-level import is called on PyPI, where the two differ.
