@@ -103,8 +103,9 @@ def match_detections(pred_boxes: torch.Tensor, scores: torch.Tensor, target_boxe
         return hits, scores[order].detach().cpu()
     overlaps = _iou(pred_boxes[order], target_boxes)                                # (D, T)
     taken = torch.zeros(len(target_boxes), dtype=torch.bool, device=overlaps.device)
-    for rank, row in enumerate(overlaps):
-        free = row.masked_fill(taken, -1.0)                                         # (T,) taken targets never win
+    could_hit = (overlaps >= iou_threshold).any(dim=1).nonzero().flatten().tolist()  # the other boxes can only miss
+    for rank in could_hit:
+        free = overlaps[rank].masked_fill(taken, -1.0)                              # (T,) taken targets never win
         best = free.argmax()
         if free[best] >= iou_threshold:
             taken[best] = True
@@ -131,17 +132,37 @@ def _check_dataset(detections: list[dict], targets: list[dict]) -> None:
         _check_image(truth, f"targets[{i}]", ("labels",))
 
 
+def _by_class(entry: dict, keys: tuple[str, ...]) -> dict[int, dict[str, torch.Tensor]]:
+    """One image's boxes grouped by class in one sort, each class keeping the order given: {label: {key: tensor}}."""
+    order = torch.argsort(entry["labels"], stable=True)
+    labels, counts = torch.unique_consecutive(entry["labels"][order], return_counts=True)
+    pieces = {key: entry[key][order].split(counts.tolist()) for key in keys}
+    return {label: {key: pieces[key][i] for key in keys} for i, label in enumerate(labels.tolist())}
+
+
 def _class_ap(detections: list[dict], targets: list[dict], label: int,
               iou_threshold: float, max_detections: int) -> float:
-    """AP of one class: match image by image, then rank all the class's detections together."""
+    """AP of one class: match image by image, then rank all the class's detections together.
+
+    ``detections`` and ``targets`` are grouped by class (``_by_class``), once for all classes.
+    """
     hits, scores, num_targets = [], [], 0
     for found, truth in zip(detections, targets):
-        found_here, truth_here = found["labels"] == label, truth["labels"] == label
-        image_hits, image_scores = match_detections(found["boxes"][found_here], found["scores"][found_here],
-                                                    truth["boxes"][truth_here], iou_threshold, max_detections)
+        target_boxes = truth[label]["boxes"] if label in truth else torch.zeros(0, 4)
+        num_targets += len(target_boxes)
+        if label not in found:
+            continue
+        if len(target_boxes) == 0:   # nothing to find: the best max_detections boxes are all false positives
+            kept = found[label]["scores"].topk(min(len(found[label]["scores"]), max_detections)).values
+            hits.append(torch.zeros(len(kept), dtype=torch.bool))
+            scores.append(kept.detach().cpu())
+            continue
+        image_hits, image_scores = match_detections(found[label]["boxes"], found[label]["scores"], target_boxes,
+                                                    iou_threshold, max_detections)
         hits.append(image_hits)
         scores.append(image_scores)
-        num_targets += int(truth_here.sum())
+    if not hits:
+        return ap_from_ranked(torch.zeros(0, dtype=torch.bool), num_targets)
     order = torch.argsort(torch.cat(scores), descending=True, stable=True)   # (all D,) ties keep image order
     return ap_from_ranked(torch.cat(hits)[order], num_targets)
 
@@ -156,8 +177,10 @@ def average_precision(detections: list[dict], targets: list[dict], iou_threshold
     """
     _check_dataset(detections, targets)
     _check_threshold(iou_threshold)
-    classes = sorted({int(label) for entry in [*detections, *targets] for label in entry["labels"].tolist()})
-    return {label: _class_ap(detections, targets, label, iou_threshold, max_detections) for label in classes}
+    found = [_by_class(entry, ("boxes", "scores")) for entry in detections]
+    truth = [_by_class(entry, ("boxes",)) for entry in targets]
+    classes = sorted({label for groups in [*found, *truth] for label in groups})
+    return {label: _class_ap(found, truth, label, iou_threshold, max_detections) for label in classes}
 
 
 def _mean_over_classes(per_class: dict[int, float]) -> float:

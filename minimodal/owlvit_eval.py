@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from minimodal.average_precision import average_precision
+from minimodal.average_precision import COCO_IOU_THRESHOLDS, average_precision
 from minimodal.boxes import center_to_corners
 from minimodal.clip import CLIP
 from minimodal.data.grounding import GroundingBatch, Phrase
@@ -47,21 +47,29 @@ def as_detections(found: Detections, batch: GroundingBatch) -> tuple[list[dict],
 
 @dataclass
 class PhraseAP:
-    per_phrase: dict[str, float]      # AP of each phrase with at least one target in the set
-    per_kind: dict[str, float]        # mean over a kind's phrases
+    """AP of each phrase with at least one target in the set: at IoU 0.5, and averaged over the
+    IoU thresholds asked for (COCO's AP@[.5:.95] with its ten)."""
+
+    at_50: dict[str, float]
+    averaged: dict[str, float]
+
+    def of_kind(self, vocabulary: list[Phrase], kind: str) -> tuple[int, float, float]:
+        """How many phrases of this kind were scored, their mean AP@0.5 and mean averaged AP."""
+        texts = [p.text for p in vocabulary if p.kind == kind and p.text in self.at_50]
+        return len(texts), float(np.mean([self.at_50[t] for t in texts])), float(np.mean([self.averaged[t] for t in texts]))
 
 
-def phrase_ap(model: OWLViT, batch: GroundingBatch, vocabulary: list[Phrase],
-              iou_threshold: float = 0.5) -> PhraseAP:
-    """AP of each phrase of ``vocabulary`` on ``batch`` (its labels made with the same vocabulary)."""
-    detections, targets = as_detections(detect(model, batch.images, [p.text for p in vocabulary]), batch)
-    per_class = average_precision(detections, targets, iou_threshold)
-    per_phrase = {vocabulary[c].text: ap for c, ap in per_class.items() if not np.isnan(ap)}
-    kinds = {p.kind for p in vocabulary}
-    per_kind = {kind: float(np.mean([ap for p in vocabulary if p.kind == kind
-                                     for ap in [per_phrase.get(p.text)] if ap is not None]))
-                for kind in sorted(kinds)}
-    return PhraseAP(per_phrase=per_phrase, per_kind=per_kind)
+def phrase_ap(detections: list[dict], targets: list[dict], vocabulary: list[Phrase],
+              thresholds=COCO_IOU_THRESHOLDS) -> PhraseAP:
+    """AP of each phrase from ``as_detections``'s lists, labels indexing ``vocabulary``."""
+    if not any(np.isclose(thresholds, 0.5)):
+        raise ValueError(f"thresholds must include 0.5, got {list(thresholds)}")
+    per_threshold = {float(t): average_precision(detections, targets, float(t)) for t in thresholds}
+    at_50 = next(aps for t, aps in per_threshold.items() if np.isclose(t, 0.5))
+    scored = [q for q, ap in at_50.items() if not np.isnan(ap)]
+    return PhraseAP(at_50={vocabulary[q].text: at_50[q] for q in scored},
+                    averaged={vocabulary[q].text: float(np.mean([aps[q] for aps in per_threshold.values()]))
+                              for q in scored})
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from transformers import OwlViTForObjectDetection
 from minimodal.data.grounding import grounding_batch
 from minimodal.data.transforms import normalize
 from minimodal.owlvit import Detections
-from minimodal.owlvit_eval import as_detections, pointing_accuracy
+from minimodal.owlvit_eval import as_detections, phrase_ap, pointing_accuracy
 from minimodal.owlvit_recipe import (CHECKPOINT, DetectorRecipe, batches, load_shapes_owlvit, training_data,
                                      training_phrases)
 from minimodal.average_precision import average_precision
@@ -79,6 +79,21 @@ def test_perfect_answers_score_ap_one_and_a_missed_shape_costs_its_share():
     found.boxes[0, 0] = torch.tensor([0.02, 0.02, 0.01, 0.01])
     detections, targets = as_detections(found, batch)
     assert average_precision(detections, targets)[first] < 1.0
+
+
+def test_phrase_ap_names_each_scored_phrase_and_averages_each_kind():
+    vocabulary = training_phrases()
+    batch = grounding_batch(shapes_world(), "test", 12, vocabulary)
+    found = perfect_answers(batch, len(vocabulary))
+    found.boxes[:, :, 2:] *= 0.8        # every box 80% of its shape's size: IoU 0.64, a hit up to 0.60 only
+    scores = phrase_ap(*as_detections(found, batch), vocabulary)
+    described = {vocabulary[q].text for labels in batch.labels for q in labels.any(dim=0).nonzero().flatten().tolist()}
+    assert set(scores.at_50) == described
+    count, at_50, averaged = scores.of_kind(vocabulary, "colour-shape")
+    assert count == len({vocabulary[int(n)].text for names in batch.names for n in names})
+    assert at_50 == 1.0 and averaged == pytest.approx(3 / 10)   # hits at 0.50, 0.55 and 0.60 of ten thresholds
+    with pytest.raises(ValueError, match="thresholds must include 0.5"):
+        phrase_ap(*as_detections(found, batch), vocabulary, thresholds=(0.75,))
 
 
 def test_the_pointing_game_counts_the_hottest_patch():
