@@ -14,8 +14,6 @@ Three CLIP formats hold the same numbers under different names:
 This module holds the table of names in every format and the transformers format;
 every loader is strict: a tensor that is missing, unexpected or of the wrong shape
 raises ``CheckpointMismatch`` naming it in the checkpoint's own naming. Files are read
-with safetensors or ``torch.load(weights_only=True)``, never as a raw pickle. is strict: a tensor that is missing, unexpected or of the wrong shape
-raises ``CheckpointMismatch`` naming it in the checkpoint's own naming. Files are read
 with safetensors or ``torch.load(weights_only=True)``, never as a raw pickle.
 """
 
