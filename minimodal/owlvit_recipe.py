@@ -44,25 +44,27 @@ class DetectorRecipe:
     weight_decay: float = 0.05
     scenes: int = 8192        # training scenes, rendered once
     seed: int = 0
+    phrase_kinds: str = "colour-shape shape place relation"   # the kinds of phrase queried (data.grounding)
 
 
-def training_phrases() -> list[Phrase]:
-    """Every phrase about the training world's pairs: the red triangle's are left out."""
-    return phrases(COLORS, SHAPES, exclude=HOLDOUT)
+def training_phrases(recipe: DetectorRecipe = DetectorRecipe()) -> list[Phrase]:
+    """Every phrase of the recipe's kinds about the training world's pairs: the red triangle's are left out."""
+    kinds = recipe.phrase_kinds.split()
+    return [p for p in phrases(COLORS, SHAPES, exclude=HOLDOUT) if p.kind in kinds]
 
 
 @functools.cache
-def training_data(seed: int, n: int):
-    """The first n training scenes, normalized pixels and targets (rendered once per process)."""
-    batch = grounding_batch(shapes_world(seed=seed), "train", n, training_phrases())
+def training_data(recipe: DetectorRecipe):
+    """The recipe's training scenes, normalized pixels and targets (rendered once per process)."""
+    batch = grounding_batch(shapes_world(seed=recipe.seed), "train", recipe.scenes, training_phrases(recipe))
     targets = [DetectionTargets(boxes=b, labels=l, names=m) for b, l, m in zip(batch.boxes, batch.labels, batch.names)]
     return normalize(batch.images), targets
 
 
 def batches(recipe: DetectorRecipe, device):
     """batch_at(step) -> (pixels, query ids, targets): a function of the step, so runs resume exactly."""
-    pixels, targets = training_data(recipe.seed, recipe.scenes)
-    ids = tokenize([p.text for p in training_phrases()]).to(device)
+    pixels, targets = training_data(recipe)
+    ids = tokenize([p.text for p in training_phrases(recipe)]).to(device)
 
     def batch_at(step: int):
         rows = np.random.default_rng([recipe.seed, step]).integers(len(targets), size=recipe.batch_size)

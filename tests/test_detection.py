@@ -31,9 +31,16 @@ def test_a_box_is_tight_around_the_drawn_shape(kind):
 def test_the_vocabulary_leaves_out_the_held_out_pair():
     vocabulary = phrases(COLORS, SHAPES, exclude=HOLDOUT)
     kinds = [p.kind for p in vocabulary]
-    assert (kinds.count("colour-shape"), kinds.count("shape"), kinds.count("place")) == (17, 3, 68)
+    assert [kinds.count(kind) for kind in ("colour-shape", "shape", "place", "relation")] == [17, 3, 68, 36]
     assert not [p.text for p in vocabulary if "red triangle" in p.text]
-    assert "the blue square on the left" in [p.text for p in vocabulary]
+    assert {"the blue square on the left", "the triangle above the triangle"} <= {p.text for p in vocabulary}
+
+
+def test_a_shape_is_never_in_a_relation_with_itself():
+    lone = Shape("circle", "red", "large", row=0, col=0, x=0.17, y=0.17, radius=0.14)
+    vocabulary = phrases(COLORS, SHAPES)
+    _, labels, _ = targets((lone,), vocabulary)
+    assert not any(vocabulary[q].kind == "relation" for q in labels[0].nonzero().flatten().tolist())
 
 
 def test_each_shape_is_labelled_with_every_phrase_that_describes_it():
@@ -42,8 +49,9 @@ def test_each_shape_is_labelled_with_every_phrase_that_describes_it():
     vocabulary = phrases(COLORS, SHAPES)
     boxes, labels, names = targets((red_circle, blue_square), vocabulary)
     described = [{vocabulary[q].text for q in row.nonzero().flatten().tolist()} for row in labels]
-    assert described == [{"red circle", "the circle", "the red circle on the left", "the red circle at the bottom"},
-                         {"blue square", "the square"}]
+    assert described == [{"red circle", "the circle", "the red circle on the left", "the red circle at the bottom",
+                          "the circle left of the square", "the circle below the square"},
+                         {"blue square", "the square", "the square right of the circle", "the square above the circle"}]
     assert [vocabulary[n].text for n in names] == ["red circle", "blue square"]
     assert torch.allclose(boxes[0], torch.tensor([0.17, 0.83, 0.28, 0.28]))
 

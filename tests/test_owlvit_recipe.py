@@ -48,7 +48,9 @@ def test_a_batch_is_a_function_of_its_step():
     assert ids.shape == (len(training_phrases()), 24)
     for target in targets:  # each shape is matched by its colour-shape phrase, which describes it
         assert target.labels[torch.arange(len(target.names)), target.names].all()
-    assert len(training_data(recipe.seed, recipe.scenes)[1]) == 64
+    assert len(training_data(recipe)[1]) == 64
+    colour_only = DetectorRecipe(phrase_kinds="colour-shape")
+    assert {p.kind for p in training_phrases(colour_only)} == {"colour-shape"} and len(training_phrases(colour_only)) == 17
 
 
 def test_a_missing_checkpoint_says_how_to_build_it(tmp_path):
