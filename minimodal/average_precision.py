@@ -140,9 +140,10 @@ def _by_class(entry: dict, keys: tuple[str, ...]) -> dict[int, dict[str, torch.T
     return {label: {key: pieces[key][i] for key in keys} for i, label in enumerate(labels.tolist())}
 
 
-def _class_ap(detections: list[dict], targets: list[dict], label: int,
-              iou_threshold: float, max_detections: int) -> float:
-    """AP of one class: match image by image, then rank all the class's detections together.
+def _class_ranking(detections: list[dict], targets: list[dict], label: int,
+                   iou_threshold: float, max_detections: int) -> tuple[torch.Tensor, int]:
+    """One class's hits over the dataset, best score first, and its number of objects: match
+    image by image, then rank all the class's detections together.
 
     ``detections`` and ``targets`` are grouped by class (``_by_class``), once for all classes.
     """
@@ -162,9 +163,20 @@ def _class_ap(detections: list[dict], targets: list[dict], label: int,
         hits.append(image_hits)
         scores.append(image_scores)
     if not hits:
-        return ap_from_ranked(torch.zeros(0, dtype=torch.bool), num_targets)
+        return torch.zeros(0, dtype=torch.bool), num_targets
     order = torch.argsort(torch.cat(scores), descending=True, stable=True)   # (all D,) ties keep image order
-    return ap_from_ranked(torch.cat(hits)[order], num_targets)
+    return torch.cat(hits)[order], num_targets
+
+
+def ranked_hits(detections: list[dict], targets: list[dict], label: int, iou_threshold: float = 0.5,
+                max_detections: int = 100) -> tuple[torch.Tensor, int]:
+    """The hits of class ``label`` over the dataset in descending score order, and its number of
+    objects: what its AP, and its precision-recall curve, are computed from."""
+    _check_dataset(detections, targets)
+    _check_threshold(iou_threshold)
+    found = [_by_class(entry, ("boxes", "scores")) for entry in detections]
+    truth = [_by_class(entry, ("boxes",)) for entry in targets]
+    return _class_ranking(found, truth, label, iou_threshold, max_detections)
 
 
 def average_precision(detections: list[dict], targets: list[dict], iou_threshold: float = 0.5,
@@ -180,7 +192,8 @@ def average_precision(detections: list[dict], targets: list[dict], iou_threshold
     found = [_by_class(entry, ("boxes", "scores")) for entry in detections]
     truth = [_by_class(entry, ("boxes",)) for entry in targets]
     classes = sorted({label for groups in [*found, *truth] for label in groups})
-    return {label: _class_ap(found, truth, label, iou_threshold, max_detections) for label in classes}
+    return {label: ap_from_ranked(*_class_ranking(found, truth, label, iou_threshold, max_detections))
+            for label in classes}
 
 
 def _mean_over_classes(per_class: dict[int, float]) -> float:

@@ -15,7 +15,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from minimodal.average_precision import (ap_from_ranked, average_precision, interpolated_precision,
-                                         match_detections, mean_average_precision, precision_recall_curve)
+                                         match_detections, mean_average_precision, precision_recall_curve,
+                                         ranked_hits)
 
 IMAGE_SIZE = 640
 TARGET_CLASSES = (1, 2, 3)
@@ -226,3 +227,12 @@ def test_mistakes_raise_clear_errors():
     with pytest.raises(ValueError, match="num_targets must be at least 0, got -1"):
         ap_from_ranked([], -1)
 
+
+
+def test_ranked_hits_are_what_a_class_ap_is_computed_from():
+    truth = [image([[0.1, 0.1, 0.4, 0.4], [0.5, 0.5, 0.9, 0.9]]), image([[0.2, 0.2, 0.6, 0.6]])]
+    found = [image([[0.1, 0.1, 0.4, 0.4], [0.0, 0.0, 0.05, 0.05]], scores=[0.3, 0.9]),
+             image([[0.2, 0.2, 0.6, 0.6], [0.21, 0.2, 0.6, 0.6]], scores=[0.8, 0.7])]
+    hits, objects = ranked_hits(found, truth, 1)
+    assert hits.tolist() == [False, True, False, True] and objects == 3   # scores 0.9, 0.8, 0.7 (a duplicate), 0.3
+    assert average_precision(found, truth)[1] == pytest.approx(ap_from_ranked(hits, objects))
