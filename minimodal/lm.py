@@ -16,6 +16,7 @@ Initialisation follows LLaMA's: every linear and embedding weight ~ N(0, 0.02^2)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -99,12 +100,14 @@ class LanguageModel(nn.Module):
                              f"[{int(ids.min())}, {int(ids.max())}]")
 
     def hidden(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               cache: KVCache | None = None) -> torch.Tensor:
+               cache: KVCache | None = None,
+               before_block: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """Embedded tokens x (B, T, D) -> the final normalized hidden states (B, T, D).
 
         ``attention_mask`` (B, past + T) covers the cached positions and the new ones;
         ``cache`` receives the new keys and values. LLaVA calls this with image features
-        spliced into x, which is why the embedding is not done here.
+        spliced into x, which is why the embedding is not done here; Flamingo passes
+        ``before_block`` to add its gated cross-attention before chosen blocks.
         """
         length, past = x.shape[1], 0 if cache is None else len(cache)
         if attention_mask is not None and attention_mask.shape != (x.shape[0], past + length):
@@ -113,7 +116,7 @@ class LanguageModel(nn.Module):
         positions = positions_of(attention_mask, length, past, x.device)                 # (B, T)
         rope = rope_angles(positions, self.config.head_width, self.config.rope_theta)  # 2 x (B, 1, T, Dh)
         mask = decoder_mask(attention_mask, length, past, x.device)
-        return self.norm(self.transformer(x, mask, rope=rope, cache=cache))
+        return self.norm(self.transformer(x, mask, rope=rope, cache=cache, before_block=before_block))
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:

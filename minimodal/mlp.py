@@ -16,20 +16,20 @@ def quick_gelu(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(1.702 * x)
 
 
-ACTIVATIONS = {"gelu": F.gelu, "quick_gelu": quick_gelu}
+ACTIVATIONS = {"gelu": F.gelu, "quick_gelu": quick_gelu, "relu": F.relu}
 GATED = "swiglu"
 
 
 class MLP(nn.Module):
     """Two linear layers with a nonlinearity between: width -> hidden -> width, per position."""
 
-    def __init__(self, width: int, hidden: int, activation: str = "gelu"):
+    def __init__(self, width: int, hidden: int, activation: str = "gelu", bias: bool = True):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)} "
                              f"(or {GATED!r} for the gated feed-forward)")
-        self.fc1 = nn.Linear(width, hidden)
-        self.fc2 = nn.Linear(hidden, width)
+        self.fc1 = nn.Linear(width, hidden, bias=bias)
+        self.fc2 = nn.Linear(hidden, width, bias=bias)
         self.activation = ACTIVATIONS[activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

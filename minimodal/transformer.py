@@ -17,6 +17,7 @@ sentence encoder (``bert``) and the caption decoder all use this one implementat
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -79,15 +80,18 @@ class MultiHeadAttention(nn.Module):
     Queries come from ``x``; keys and values from ``context``, which is ``x`` itself for
     self-attention and another sequence (the image, for a captioner) for cross-attention.
 
+    ``context_width`` is the width of that other sequence when it differs from ``width``
+    (Flamingo's cross-attention reads image latents narrower than the language model).
+
     With ``kv_heads`` < ``heads`` it is grouped-query attention (Ainslie et al., 2023):
     each key/value head serves heads // kv_heads query heads, which shrinks the KV cache
     by that factor at a small cost in quality. kv_heads = 1 is multi-query attention.
     """
 
     def __init__(self, width: int, heads: int, fused: bool = True, kv_heads: int | None = None,
-                 bias: bool = True):
+                 bias: bool = True, context_width: int | None = None):
         super().__init__()
-        kv_heads = kv_heads or heads
+        kv_heads, context_width = kv_heads or heads, context_width or width
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         if heads % kv_heads:
@@ -95,8 +99,8 @@ class MultiHeadAttention(nn.Module):
         self.heads, self.kv_heads, self.head_width = heads, kv_heads, width // heads
         self.fused = fused
         self.q_proj = nn.Linear(width, width, bias=bias)
-        self.k_proj = nn.Linear(width, kv_heads * self.head_width, bias=bias)
-        self.v_proj = nn.Linear(width, kv_heads * self.head_width, bias=bias)
+        self.k_proj = nn.Linear(context_width, kv_heads * self.head_width, bias=bias)
+        self.v_proj = nn.Linear(context_width, kv_heads * self.head_width, bias=bias)
         self.out_proj = nn.Linear(width, width, bias=bias)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -231,17 +235,25 @@ class Transformer(nn.Module):
 
     def hidden_states(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                       rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                      cache: KVCache | None = None) -> list[torch.Tensor]:
-        """The input and every block's output: layers + 1 tensors of shape (B, N, width)."""
+                      cache: KVCache | None = None,
+                      before_block: Callable[[int, torch.Tensor], torch.Tensor] | None = None
+                      ) -> list[torch.Tensor]:
+        """The input and every block's output: layers + 1 tensors of shape (B, N, width).
+
+        ``before_block(i, x)`` rewrites the stream before block i: Flamingo inserts its
+        gated cross-attention there, leaving the blocks themselves untouched.
+        """
         states = [x]
         for i, block in enumerate(self.blocks):
-            states.append(block(states[-1], mask, rope=rope, cache=None if cache is None else cache.layers[i]))
+            x = states[-1] if before_block is None else before_block(i, states[-1])
+            states.append(block(x, mask, rope=rope, cache=None if cache is None else cache.layers[i]))
         return states
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
-        return self.hidden_states(x, mask, rope, cache)[-1]
+                cache: KVCache | None = None,
+                before_block: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        return self.hidden_states(x, mask, rope, cache, before_block)[-1]
 
     def read_out(self, x: torch.Tensor, rows: torch.Tensor, mask: torch.Tensor | None = None,
                  rows_mask: torch.Tensor | None = None) -> torch.Tensor:
