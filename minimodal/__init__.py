@@ -28,6 +28,9 @@ Models
     caption         a patch encoder and a decoder, the captioning loss [09]
     generate        sampling (greedy, temperature, top-k, top-p), generation with a KV cache [11]
     llava           patch features projected and spliced into a language model; the chat labels [12]
+    resampler       Flamingo's perceiver resampler: learned latents read any number of patches [13]
+    qformer         BLIP-2's Q-Former, the queries' path: self-attention, cross-attention, feed-forward [13]
+    flamingo        tanh-gated cross-attention into a frozen LM, the latest-image mask, interleaved input [13]
     owlvit          OWL-ViT: a box and a phrase score per patch, queries embedded by CLIP's text tower [14]
 Conversion (strict key maps to other people's checkpoints; above the models they fill)
     convert         the table of names in every format; transformers' CLIPModel [03, 06]
@@ -35,6 +38,7 @@ Conversion (strict key maps to other people's checkpoints; above the models they
     convert_bert    BERT, for all-MiniLM-L6-v2 [02]
     convert_llama   transformers' LlamaForCausalLM, both ways [11]
     convert_llava   transformers' LlavaForConditionalGeneration, both ways [12]
+    convert_flamingo  IDEFICS's resampler and gated layer, BLIP-2's Q-Former; the trained parts' checkpoint [13]
     convert_owlvit  transformers' OwlViTForObjectDetection, both ways [14]
 Training and recipes
     train           the one training loop: AdamW, warmup and cosine, clipping, autocast, resume [06]
@@ -44,6 +48,8 @@ Training and recipes
     lm_eval         its loss against bigram and uniform baselines; sampled captions judged [11]
     llava_recipe    the course's LLaVA: two stages on the shapes world, export [12]
     llava_eval      its answers per kind, hallucinations, captions, its image tokens as words [12]
+    flamingo_recipe the course's Flamingo: interleaved few-shot episodes, only connector and gates learn [13]
+    flamingo_eval   few-shot accuracy by number of examples and seed, on-task answers, gates shut [13]
     owlvit_recipe   the course's shapes detector: fine-tuned from the shapes CLIP on boxes with phrases [14]
     owlvit_eval     its detections, AP per kind of phrase, the held-out pair, CLIP's patch heat maps [14]
 Entry points

@@ -75,7 +75,9 @@ def assemble(clip: CLIP, lm: LanguageModel, tokenizer: LMTokenizer, tokens_per_s
 
 @torch.no_grad()
 def patch_features(model: LLaVA, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Shapes-world renders (N, 3, 64, 64) in [0, 1] -> the frozen tower's patch features (N, P, Dv)."""
+    """Shapes-world renders (N, 3, 64, 64) in [0, 1] -> the frozen tower's patch features (N, P, Dv).
+
+    Flamingo (lesson 13) reads its features the same way, through its own ``patch_features``."""
     device = next(model.parameters()).device
     return torch.cat([model.patch_features(normalize(images[i:i + batch_size]).to(device))
                       for i in range(0, len(images), batch_size)])

@@ -30,11 +30,11 @@ LEVEL = {
     **dict.fromkeys(["transformer", "mlp", "norm", "rope", "kv_cache", "lstm"], BLOCKS),
     **dict.fromkeys(["vit", "text", "bert", "lm"], TOWERS),
     **dict.fromkeys(["clip", "zeroshot", "retrieval", "vqa", "vqa_data", "lstm_decoder", "decoder",
-                     "caption", "generate", "llava", "owlvit"], MODELS),
+                     "caption", "generate", "llava", "resampler", "qformer", "flamingo", "owlvit"], MODELS),
     **dict.fromkeys(["convert", "convert_bert", "convert_openai", "convert_llama", "convert_llava",
-                     "convert_owlvit"], CONVERSION),
+                     "convert_flamingo", "convert_owlvit"], CONVERSION),
     **dict.fromkeys(["vqa_train", "pretrained", "lm_recipe", "lm_eval", "llava_recipe", "llava_eval",
-                     "owlvit_recipe", "owlvit_eval"], TRAINING),
+                     "flamingo_recipe", "flamingo_eval", "owlvit_recipe", "owlvit_eval"], TRAINING),
     **dict.fromkeys(["clip_api", "cli", "tour", "grading", "__main__"], ENTRY),
 }
 # What a module-level import is called on PyPI, where the two differ.
