@@ -1,7 +1,7 @@
 """The parity checks again on a CUDA GPU, a bf16 training step per model, and fused attention there.
 
 1. The CPU parity tests themselves (ViT, text tower, CLIP, BERT, attention and blocks, LSTM,
-   caption decoders, the language model, LLaVA, generation), imported into this module: they
+   caption decoders, the language model, LLaVA, Flamingo's pieces, generation), imported into this module: they
    take the ``device`` fixture, which this module overrides with DEVICE, and run there in fp32
    with TF32 off (``minimodal.device.exact_matmul``) and their own tolerances.
 2. One step of ``minimodal.train.train`` per model, under its bf16 autocast, lowers the loss
@@ -34,6 +34,7 @@ from minimodal.device import autocast, exact_matmul
 from minimodal.llava import IGNORE, LLaVA, next_token_loss
 from minimodal.lm import LanguageModel, LMConfig
 from minimodal.lm_recipe import lm_loss
+from minimodal.resampler import ResamplerConfig
 from minimodal.text import TextTransformer
 from minimodal.train import TrainConfig, train
 from minimodal.transformer import MultiHeadAttention
@@ -41,6 +42,7 @@ from minimodal.vit import VisionTransformer
 from test_caption import (WIDTH, decoder_like, inputs as caption_inputs, lstm_decoder, reference_decoder,
                           small_vision)
 from test_clip import inputs as clip_inputs, tiny_clip
+from test_flamingo import IMAGE as FLAMINGO_IMAGE, tiny_flamingo
 from test_llava import IMAGE, batch as llava_batch, config as llava_config
 from test_lm import SHAPES as LM_SHAPES
 from test_lstm import twin_lstms
@@ -54,6 +56,9 @@ from test_caption import (test_beam_width_one_equals_greedy_on_both_decoders,  #
                           test_transformer_decoder_equals_torch_with_copied_weights)
 from test_convert import (open_clip_model, test_openai_state_dict_loads_and_matches_open_clip,  # noqa: F401
                           test_vit_b32_shape_matches_transformers_clip)
+from test_flamingo import (test_at_initialisation_flamingo_is_its_frozen_language_model,  # noqa: F401
+                           test_gated_block_matches_idefics_gated_layer, test_qformer_matches_blip2_qformer,
+                           test_resampler_matches_idefics_perceiver)
 from test_generate import test_greedy_equals_transformers_generate  # noqa: F401
 from test_llava import (test_generation_with_images_is_the_same_with_and_without_the_cache,  # noqa: F401
                         test_logits_equal_transformers_llava_with_several_images_and_padding)
@@ -176,9 +181,24 @@ def llava():
     return LLaVA(replace(config, lm=replace(config.lm, heads=3, kv_heads=1))), llava_next_tokens, llava_batch()
 
 
+def flamingo():
+    """A tiny Flamingo with its gates opened a little (at 0 only the gates would get a gradient),
+    the pretrained parts frozen as in training; heads of width 8 for the fused kernels."""
+    model = tiny_flamingo(ResamplerConfig(width=16, latents=3, heads=2)).train()
+    model.freeze_pretrained()
+    with torch.no_grad():
+        for gated in model.gated:
+            gated.attn_gate.fill_(0.5)
+            gated.mlp_gate.fill_(0.5)
+    ids = torch.tensor([[1, FLAMINGO_IMAGE, 5, 6, FLAMINGO_IMAGE, 7, 8], [1, 9, FLAMINGO_IMAGE, 10, 11, 12, 13]])
+    labels = ids.masked_fill(ids == FLAMINGO_IMAGE, IGNORE)
+    return model, lambda m, batch: next_token_loss(m(batch[0], batch[1]), batch[2]), (ids, random(2, 2, 3, 16, 16),
+                                                                                       labels)
+
+
 TO_TRAIN = {"ViT": vit, "text tower": text_tower, "CLIP": clip, "BERT": bert, "LSTM": lstm,
             "Transformer captioner": captioner("transformer"), "LSTM captioner": captioner("lstm"),
-            "language model": language_model, "LLaVA": llava}
+            "language model": language_model, "LLaVA": llava, "Flamingo": flamingo}
 WITH_ATTENTION = [name for name in TO_TRAIN if name != "LSTM"]
 
 

@@ -28,15 +28,15 @@ def idefics_config(width: int, visual: int, heads: int, mlp_width: int) -> Idefi
                          perceiver_config=dict(qk_layer_norms_perceiver=False))
 
 
-def test_resampler_matches_idefics_perceiver():
+def test_resampler_matches_idefics_perceiver(device):
     config = ResamplerConfig(width=32, latents=5, layers=2, heads=4)
     ours = randomized(PerceiverResampler(config), seed=1)
     theirs = IdeficsPerceiverResampler(idefics_config(48, 32, 4, 64), embed_dim=32, depth=2, n_heads=4,
                                        head_dim=8, n_latents=5)
     theirs.load_state_dict(renamed_state_dict(ours, idefics_resampler_name), strict=True)
-    features = torch.randn(3, 17, 32)
+    ours, theirs, features = ours.to(device), theirs.to(device).eval(), torch.randn(3, 17, 32, device=device)
     with torch.no_grad():
-        torch.testing.assert_close(ours(features), theirs.eval()(features), atol=1e-5, rtol=0)
+        torch.testing.assert_close(ours(features), theirs(features), atol=1e-5, rtol=0)
 
 
 def test_resampler_gives_a_fixed_number_of_tokens_whatever_it_reads():
@@ -67,12 +67,12 @@ def gated_pair(seed: int = 2) -> tuple[GatedCrossAttentionBlock, IdeficsGatedCro
     return ours, theirs.eval()
 
 
-def test_gated_block_matches_idefics_gated_layer():
-    ours, theirs = gated_pair()
-    ids = torch.tensor([[5, IMAGE, 6, 7, IMAGE, 8, 9], [IMAGE, 5, 6, 7, 8, 9, 10]])
+def test_gated_block_matches_idefics_gated_layer(device):
+    ours, theirs = (m.to(device) for m in gated_pair())
+    ids = torch.tensor([[5, IMAGE, 6, 7, IMAGE, 8, 9], [IMAGE, 5, 6, 7, 8, 9, 10]], device=device)
     mask, sees = latest_image_mask(ids, IMAGE, images=2, tokens_per_image=3)      # (B, 1, T, 6), (B, T)
-    x, visual = torch.randn(2, 7, 48), torch.randn(2, 6, 32)
-    additive = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    x, visual = torch.randn(2, 7, 48, device=device), torch.randn(2, 6, 32, device=device)
+    additive = torch.zeros(mask.shape, device=device).masked_fill(~mask, torch.finfo(torch.float32).min)
     with torch.no_grad():
         expected = theirs(x, image_hidden_states=visual, image_attention_mask=additive,
                           cross_attention_gate=sees.float())
@@ -111,14 +111,14 @@ def test_more_markers_than_images_is_refused():
         latest_image_mask(ids, IMAGE, images=1, tokens_per_image=4)
 
 
-def test_qformer_matches_blip2_qformer():
+def test_qformer_matches_blip2_qformer(device):
     config = QFormerConfig(width=32, context_width=24, queries=6, layers=3, heads=4, mlp_width=40, cross_every=2)
     ours = randomized(QFormer(config), seed=3)
     theirs = Blip2QFormerModel(Blip2QFormerConfig(
         hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=40, encoder_hidden_size=24,
         cross_attention_frequency=2, hidden_act="gelu", layer_norm_eps=1e-12)).eval()
     theirs.load_state_dict(renamed_state_dict(ours, blip2_qformer_name, skip=("queries",)), strict=True)
-    features = torch.randn(2, 11, 24)
+    ours, theirs, features = ours.to(device), theirs.to(device), torch.randn(2, 11, 24, device=device)
     with torch.no_grad():
         expected = theirs(query_embeds=ours.queries.expand(2, -1, -1), encoder_hidden_states=features)
         torch.testing.assert_close(ours(features), expected.last_hidden_state, atol=1e-5, rtol=0)
@@ -134,19 +134,20 @@ def test_loading_names_a_missing_tensor():
 
 
 def tiny_flamingo(connector) -> Flamingo:
+    """Heads 8 wide everywhere: CUDA's fused kernels take masked attention only at such widths."""
     torch.manual_seed(0)
     return Flamingo(FlamingoConfig(
         vision=VisionConfig(image_size=16, patch_size=8, width=16, layers=2, heads=2, embed_dim=None),
-        lm=LMConfig(vocab_size=40, width=24, layers=3, heads=4, kv_heads=2, mlp_width=32),
+        lm=LMConfig(vocab_size=40, width=24, layers=3, heads=3, kv_heads=1, mlp_width=32),
         image_token_id=IMAGE, connector=connector)).eval()
 
 
 @pytest.mark.parametrize("connector", [ResamplerConfig(width=16, latents=3, heads=2),
                                        QFormerConfig(width=16, context_width=16, queries=3, heads=2)])
-def test_at_initialisation_flamingo_is_its_frozen_language_model(connector):
-    model = tiny_flamingo(connector)
-    ids = torch.tensor([[1, IMAGE, 5, 6, IMAGE, 7, 8], [1, 9, IMAGE, 10, 11, 12, 13]])
-    pixels = torch.rand(2, 2, 3, 16, 16)
+def test_at_initialisation_flamingo_is_its_frozen_language_model(connector, device):
+    model = tiny_flamingo(connector).to(device)
+    ids = torch.tensor([[1, IMAGE, 5, 6, IMAGE, 7, 8], [1, 9, IMAGE, 10, 11, 12, 13]], device=device)
+    pixels = torch.rand(2, 2, 3, 16, 16, device=device)
     with torch.no_grad():
         assert torch.equal(model(ids, pixels), model.language_model(ids))   # exactly: tanh(0) = 0
         for gated in model.gated:
