@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from minimodal.convert import check_state_dict, read_weights, write_checkpoint
+from minimodal.convert_blip import TEXT_LAYER
 
 RESAMPLER_LAYER = {
     "attention.context_norm": "0.context_layer_norm", "attention.latents_norm": "0.latents_layer_norm",
@@ -31,13 +32,11 @@ GATED_BLOCK = {
     "mlp_norm": "post_attention_layernorm",
     "mlp.gate_proj": "mlp.gate_proj", "mlp.up_proj": "mlp.up_proj", "mlp.down_proj": "mlp.down_proj",
     "mlp_gate": "alpha_dense"}
-QFORMER_LAYER = {
-    "self_attn.q_proj": "attention.attention.query", "self_attn.k_proj": "attention.attention.key",
-    "self_attn.v_proj": "attention.attention.value", "self_attn.out_proj": "attention.output.dense",
-    "self_norm": "attention.output.LayerNorm", "cross_attn.q_proj": "crossattention.attention.query",
-    "cross_attn.k_proj": "crossattention.attention.key", "cross_attn.v_proj": "crossattention.attention.value",
-    "cross_attn.out_proj": "crossattention.output.dense", "cross_norm": "crossattention.output.LayerNorm",
-    "mlp.fc1": "intermediate_query.dense", "mlp.fc2": "output_query.dense", "mlp_norm": "output_query.LayerNorm"}
+# The Q-Former layer is BLIP's text layer: BLIP-2 spells BERT's attention.self as attention.attention,
+# and its queries' feed-forward (intermediate, output) carries a _query suffix.
+QFORMER_LAYER = {ours: re.sub(r"^(intermediate|output)\.", r"\1_query.",
+                              theirs.replace("attention.self", "attention.attention"))
+                 for ours, theirs in TEXT_LAYER.items()}
 LAYER = re.compile(r"layers\.(\d+)\.(.+)\.(weight|bias)")
 
 

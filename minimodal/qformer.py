@@ -5,7 +5,8 @@ a fixed number of visual tokens between them) with a different reader. The perce
 resampler's latents attend to [patches; latents] in one attention; the Q-Former's
 queries first attend to each other (self-attention), then to the patches
 (cross-attention, in every layer or every other), then pass through a feed-forward of
-their own, each step post-LN as in BERT. In BLIP-2 the same layers also read text,
+their own, each step post-LN as in BERT: the layer of BLIP's text encoder
+(``minimodal.blip.CrossAttentionLayer``, lesson 10), reading queries instead of words. In BLIP-2 the same layers also read text,
 with separate feed-forwards; this is the queries-only path that produces the visual
 tokens, equal to transformers' ``Blip2QFormerModel`` given the queries.
 
@@ -20,8 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from minimodal.mlp import MLP
-from minimodal.transformer import MultiHeadAttention
+from minimodal.blip import CrossAttentionLayer
 
 
 @dataclass(kw_only=True)
@@ -42,27 +42,6 @@ class QFormerConfig:
                              f"{self.layers}, {self.cross_every}")
 
 
-class QFormerLayer(nn.Module):
-    """Post-LN: x = LN(x + self_attn(x)); x = LN(x + cross_attn(x, patches)); x = LN(x + mlp(x))."""
-
-    def __init__(self, config: QFormerConfig, cross: bool):
-        super().__init__()
-        self.self_attn = MultiHeadAttention(config.width, config.heads)
-        self.self_norm = nn.LayerNorm(config.width, eps=config.norm_eps)
-        self.cross_attn = (MultiHeadAttention(config.width, config.heads, context_width=config.context_width)
-                           if cross else None)
-        self.cross_norm = nn.LayerNorm(config.width, eps=config.norm_eps) if cross else None
-        self.mlp = MLP(config.width, config.mlp_width, "gelu")
-        self.mlp_norm = nn.LayerNorm(config.width, eps=config.norm_eps)
-
-    def forward(self, queries: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """queries (B, Q, D), features (B, N, Dc) -> (B, Q, D)."""
-        x = self.self_norm(queries + self.self_attn(queries))
-        if self.cross_attn is not None:
-            x = self.cross_norm(x + self.cross_attn(x, features))
-        return self.mlp_norm(x + self.mlp(x))
-
-
 class QFormer(nn.Module):
     """Patch features (B, N, Dc), or frames (B, F, N, Dc) read together -> (B, queries, D)."""
 
@@ -71,8 +50,10 @@ class QFormer(nn.Module):
         self.config = config
         self.queries = nn.Parameter(0.02 * torch.randn(config.queries, config.width))
         self.norm = nn.LayerNorm(config.width, eps=config.norm_eps)
-        self.layers = nn.ModuleList(QFormerLayer(config, cross=i % config.cross_every == 0)
-                                    for i in range(config.layers))
+        self.layers = nn.ModuleList(
+            CrossAttentionLayer(config.width, config.heads, config.mlp_width, config.context_width, config.norm_eps,
+                                cross=i % config.cross_every == 0)
+            for i in range(config.layers))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.dim() not in (3, 4) or features.shape[-1] != self.config.context_width:
