@@ -106,7 +106,7 @@ def test_a_short_training_run_learns_to_use_the_image():
     test, _, _ = tiny_world_data(64, "test", vocab, answers)
     torch.manual_seed(0)
     model = VQAModel(VQAConfig(vocab_size=len(vocab), num_answers=len(answers), image_dim=32, fused_dim=64))
-    history = train_vqa(model, train, TrainConfig(steps=120, lr=3e-3, weight_decay=1e-4,
+    history = train_vqa(model, train, TrainConfig(steps=240, lr=3e-3, weight_decay=1e-4,
                                                   grad_clip=None, progress=False), images_per_batch=16)
     assert history.loss[-1] < 0.5 * history.loss[0]
     accuracy = accuracy_by_kind(predict(model, test), test)
