@@ -134,8 +134,7 @@ class Flamingo(nn.Module):
 
     def visual_tokens(self, features: torch.Tensor) -> torch.Tensor:
         """Patch features (B, I, N, Dv) of I images per sequence -> (B, I * tokens_per_image, Dv)."""
-        batch, images = features.shape[:2]
-        return self.connector(features.flatten(0, 1)).reshape(batch, -1, self.config.visual_width)
+        return self.connector(features.flatten(0, 1)).reshape(len(features), -1, self.config.visual_width)
 
     def forward(self, ids: torch.Tensor, pixels: torch.Tensor | None = None, *,
                 features: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -166,11 +165,6 @@ class Flamingo(nn.Module):
     def gates(self) -> torch.Tensor:
         """(blocks, 2): tanh(alpha) of each gated block's cross-attention and feed-forward."""
         return torch.stack([torch.cat([g.attn_gate, g.mlp_gate]).tanh() for g in self.gated]).detach()
-
-    def freeze_pretrained(self) -> None:
-        """Flamingo's rule: the vision tower and the language model never learn."""
-        self.vision_tower.requires_grad_(False)
-        self.language_model.requires_grad_(False)
 
 
 @contextmanager

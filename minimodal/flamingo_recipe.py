@@ -190,9 +190,14 @@ def assemble(recipe: FlamingoRecipe, clip: CLIP, lm: LanguageModel, tokenizer: L
     tower = {k: v for k, v in clip.visual.state_dict().items() if not k.startswith("proj.")}
     model.vision_tower.load_state_dict(tower)
     model.language_model.load_state_dict(lm.state_dict())
+    freeze_pretrained(model)
+    return model
+
+
+def freeze_pretrained(model: Flamingo | LLaVA) -> None:
+    """Flamingo's rule, kept for every connector here: the vision tower and the language model never learn."""
     model.vision_tower.requires_grad_(False)
     model.language_model.requires_grad_(False)
-    return model
 
 
 def image_tokens_in_text(model: Flamingo | LLaVA) -> int:

@@ -33,6 +33,7 @@ from minimodal.clip import CLIPConfig
 from minimodal.device import autocast, exact_matmul
 from minimodal.llava import IGNORE, LLaVA, next_token_loss
 from minimodal.lm import LanguageModel, LMConfig
+from minimodal.flamingo_recipe import freeze_pretrained
 from minimodal.lm_recipe import lm_loss
 from minimodal.resampler import ResamplerConfig
 from minimodal.text import TextTransformer
@@ -185,7 +186,7 @@ def flamingo():
     """A tiny Flamingo with its gates opened a little (at 0 only the gates would get a gradient),
     the pretrained parts frozen as in training; heads of width 8 for the fused kernels."""
     model = tiny_flamingo(ResamplerConfig(width=16, latents=3, heads=2)).train()
-    model.freeze_pretrained()
+    freeze_pretrained(model)
     with torch.no_grad():
         for gated in model.gated:
             gated.attn_gate.fill_(0.5)
