@@ -134,7 +134,11 @@ class BlipTextEncoder(nn.Module):
     def __init__(self, config: BlipTextConfig, image_width: int):
         super().__init__()
         self.config = config
+        # BERT's init, N(0, 0.02^2), for words and positions alike: words at torch's default
+        # N(0, 1) would drown the positions, and "red circle left of blue square" would
+        # start as the same bag of words as its swap.
         self.token_embedding = nn.Embedding(config.vocab_size, config.width)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
         self.position_embedding = nn.Parameter(0.02 * torch.randn(config.max_length, config.width))
         self.ln_embed = nn.LayerNorm(config.width, eps=config.norm_eps)
         self.layers = nn.ModuleList(CrossAttentionLayer(config.width, config.heads, config.mlp_width, image_width,

@@ -79,8 +79,11 @@ class ViLT(nn.Module):
         super().__init__()
         self.config = config
         width, patches = config.width, config.grid_size ** 2
-        # Text side: BERT's embeddings, word + position + segment, then a LayerNorm.
+        # Text side: BERT's embeddings, word + position + segment, then a LayerNorm. Words
+        # start as small as positions (BERT's init); at torch's default N(0, 1) they would
+        # drown the positions, and the question would start as a bag of words.
         self.token_embedding = nn.Embedding(config.vocab_size, width)
+        nn.init.normal_(self.token_embedding.weight, std=INIT_STD)
         self.position_embedding = nn.Parameter(INIT_STD * torch.randn(config.max_length, width))
         self.segment_embedding = nn.Parameter(INIT_STD * torch.randn(config.type_vocab_size, width))
         self.ln_embed = nn.LayerNorm(width, eps=config.norm_eps)

@@ -34,7 +34,7 @@ LEVEL = {
                     MODELS),
     **dict.fromkeys(["convert", "convert_bert", "convert_openai", "convert_llama", "convert_llava",
                      "convert_vilt", "convert_blip", "convert_flamingo", "convert_owlvit"], CONVERSION),
-    **dict.fromkeys(["vqa_train", "pretrained", "lm_recipe", "lm_eval", "llava_recipe", "llava_eval",
+    **dict.fromkeys(["vqa_train", "pretrained", "vilt_recipe", "blip_recipe", "blip_eval", "lm_recipe", "lm_eval", "llava_recipe", "llava_eval",
                      "flamingo_recipe", "flamingo_eval", "owlvit_recipe", "owlvit_eval"], TRAINING),
     **dict.fromkeys(["clip_api", "cli", "tour", "grading", "__main__"], ENTRY),
 }
