@@ -40,7 +40,7 @@ from minimodal.convert_blip import blip_config, load_blip_state_dict, to_blip_st
 from minimodal.data.shapes_text import Parsed, is_true, parse_caption, phrasings
 from minimodal.device import autocast, pick_device, seed_everything
 from minimodal.pretrained import shapes_world
-from minimodal.train import History, TrainConfig, train
+from minimodal.train import History, TrainConfig, read_history, train, write_history
 from minimodal.vilt_recipe import resized_pixels
 from minimodal.vocab import CaptionVocab
 
@@ -190,13 +190,12 @@ def export(model: Blip, vocab: CaptionVocab, folder: str | Path = CHECKPOINT,
         write_checkpoint(staging, blip_config(model.config), to_blip_state_dict(model))
         (staging / "vocab.json").write_text(json.dumps(vocab.words))
         if history is not None:
-            curve = {"step": history.step, "loss": history.loss, "seconds": history.seconds}
-            (staging / "history.json").write_text(json.dumps(curve))
+            write_history(staging, history)
     return publish(folder, write, asdict(recipe))
 
 
 def load_history(folder: str | Path = CHECKPOINT) -> dict[str, list]:
-    return json.loads((Path(folder) / "history.json").read_text())
+    return read_history(folder)
 
 
 def load_shapes_blip(folder: str | Path = CHECKPOINT, train_if_missing: bool = True) -> tuple[Blip, CaptionVocab]:

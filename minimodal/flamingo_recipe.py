@@ -48,7 +48,7 @@ from minimodal.lm_tokenizer import BOS, LMTokenizer
 from minimodal.pretrained import load_shapes_clip
 from minimodal.qformer import QFormerConfig
 from minimodal.resampler import ResamplerConfig
-from minimodal.train import History, TrainConfig, train
+from minimodal.train import History, TrainConfig, read_history, train, write_history
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "build" / "checkpoints" / "shapes-flamingo"
 TASKS = ("count", "color", "shape", "match")
@@ -252,14 +252,13 @@ def export(model: Flamingo, folder: str | Path = CHECKPOINT, recipe: FlamingoRec
     def write(staging: Path) -> None:
         save_trained_parts(model, staging, {"architecture": "minimodal.flamingo (trained parts)", **asdict(recipe)})
         if history is not None:
-            curve = {"step": history.step, "loss": history.loss, "seconds": history.seconds, "evals": history.evals}
-            (staging / "history.json").write_text(json.dumps(curve))
+            write_history(staging, history)
     return publish(folder, write, asdict(recipe))
 
 
 def load_history(folder: str | Path = CHECKPOINT) -> dict[str, list]:
     """The exported run's steps, losses, training seconds and recorded gates."""
-    return json.loads((Path(folder) / "history.json").read_text())
+    return read_history(folder)
 
 
 def load_shapes_flamingo(folder: str | Path = CHECKPOINT, train_if_missing: bool = True

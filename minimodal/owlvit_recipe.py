@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from minimodal.detection_loss import DetectionTargets, detection_loss
 from minimodal.device import pick_device, seed_everything
 from minimodal.owlvit import OWLViT
 from minimodal.pretrained import HOLDOUT, load_shapes_clip, shapes_world, tokenize
-from minimodal.train import History, TrainConfig, train
+from minimodal.train import History, TrainConfig, read_history, train, write_history
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "build" / "checkpoints" / "shapes-owlvit"
 
@@ -98,14 +97,13 @@ def export(model: OWLViT, folder: str | Path = CHECKPOINT, recipe: DetectorRecip
     def write(staging: Path) -> None:
         save_owlvit_checkpoint(model, staging)
         if history is not None:
-            curve = {"step": history.step, "loss": history.loss, "seconds": history.seconds}
-            (staging / "history.json").write_text(json.dumps(curve))
+            write_history(staging, history)
     return publish(folder, write, asdict(recipe) if recipe is not None else None)
 
 
 def load_history(folder: str | Path = CHECKPOINT) -> dict[str, list[float]]:
     """The exported run's steps, losses and training seconds (without evaluation)."""
-    return json.loads((Path(folder) / "history.json").read_text())
+    return read_history(folder)
 
 
 def load_shapes_owlvit(folder: str | Path = CHECKPOINT, train_if_missing: bool = True) -> OWLViT:

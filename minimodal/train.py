@@ -14,6 +14,7 @@ writes checkpoints. Nothing changes for the caller but the command that starts i
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -210,3 +211,14 @@ def load_checkpoint(path, model: nn.Module, optimizer) -> tuple[int, History]:
     if "rng_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["rng_cuda"][rank].clone())
     return state["step"], History(**state["history"])
+
+
+def write_history(folder: str | Path, history: History) -> None:
+    """history.json beside an exported checkpoint: steps, losses, training seconds, evaluations."""
+    curve = {"step": history.step, "loss": history.loss, "seconds": history.seconds, "evals": history.evals}
+    (Path(folder) / "history.json").write_text(json.dumps(curve))
+
+
+def read_history(folder: str | Path) -> dict[str, list]:
+    """The curve ``write_history`` saved, as a dict of lists."""
+    return json.loads((Path(folder) / "history.json").read_text())

@@ -39,7 +39,7 @@ from minimodal.convert_vilt import load_vilt_state_dict, to_vilt_state_dict, vil
 from minimodal.data.transforms import normalize
 from minimodal.device import autocast, pick_device, seed_everything
 from minimodal.pretrained import shapes_world
-from minimodal.train import History, TrainConfig, train
+from minimodal.train import History, TrainConfig, read_history, train, write_history
 from minimodal.vilt import ViLT, ViltConfig, vqa_bce_loss
 from minimodal.vocab import CaptionVocab
 from minimodal.vqa_data import VQAData, shapes_vqa
@@ -162,13 +162,12 @@ def export(model: ViLT, data: ShapesVQA, folder: str | Path = CHECKPOINT, recipe
         write_checkpoint(staging, config, to_vilt_state_dict(model))
         (staging / "vocab.json").write_text(json.dumps(data.vocab.words))
         if history is not None:
-            curve = {"step": history.step, "loss": history.loss, "seconds": history.seconds}
-            (staging / "history.json").write_text(json.dumps(curve))
+            write_history(staging, history)
     return publish(folder, write, asdict(recipe))
 
 
 def load_history(folder: str | Path = CHECKPOINT) -> dict[str, list]:
-    return json.loads((Path(folder) / "history.json").read_text())
+    return read_history(folder)
 
 
 def load_shapes_vilt(folder: str | Path = CHECKPOINT, train_if_missing: bool = True) -> tuple[ViLT, ShapesVQA]:
