@@ -41,7 +41,7 @@ from minimodal.data.shapes_text import Parsed, is_true, parse_caption, phrasings
 from minimodal.device import autocast, pick_device, seed_everything
 from minimodal.pretrained import shapes_world
 from minimodal.train import History, TrainConfig, read_history, train, write_history
-from minimodal.vilt_recipe import resized_pixels
+from minimodal.vilt_recipe import resized_pixels, start_image_positions
 from minimodal.vocab import CaptionVocab
 
 CHECKPOINT = Path(__file__).resolve().parents[1] / "build" / "checkpoints" / "shapes-blip"
@@ -58,6 +58,7 @@ class BlipRecipe:
     width: int = 64            # both towers
     layers: int = 3            # in each tower
     heads: int = 4
+    image_position_std: float = 2.0   # as the ViLT recipe's (vilt_recipe.start_image_positions)
     embed_dim: int = 64        # ITC's shared space
     max_length: int = 24       # text positions
     temperature: float = 0.07
@@ -151,7 +152,9 @@ def train_shapes_blip(recipe: BlipRecipe = BlipRecipe(), device: torch.device | 
     pool = caption_pool(recipe)
     pixels = pool.pixels.to(device)
     seed_everything(recipe.seed)
-    model = Blip(shapes_blip_config(recipe, len(pool.vocab))).to(device)
+    model = Blip(shapes_blip_config(recipe, len(pool.vocab)))
+    start_image_positions(model.vision.positional_embedding, recipe.image_position_std)
+    model = model.to(device)
     draws = torch.Generator(device=device).manual_seed(recipe.seed)
 
     def batch_at(step: int):

@@ -126,9 +126,13 @@ def test_the_trained_blip_reloads_strictly(trained):
         load_blip_state_dict(type(model)(model.config), {k: v for k, v in state.items() if k != key})
 
 
-@pytest.mark.parametrize("probe, floor", [("count change", 0.95), ("colour swap", 0.7)])
+@pytest.mark.parametrize("probe, floor", [("count change", 0.95), ("colour swap", 0.8), ("relation swap", 0.58)])
 def test_the_trained_matching_head_tells_a_caption_from_its_twin(trained, probe, floor):
-    """Measured: 100% on count changes and 85% on colour swaps (relation swaps: chance, see lesson 10)."""
+    """Measured: 100% on count changes, 93% on colour swaps, 66.5% on relation swaps (chance 50%).
+
+    Relation swaps were at chance (53%) before the image positions started at 2; lesson 10
+    has the probe table and the 90% target, not reached.
+    """
     model, vocab = trained
     probes = probe_set(shapes_world(max_shapes=2), 300)
     rows = [i for i, t in enumerate(probes.wrong[probe]) if t is not None]
