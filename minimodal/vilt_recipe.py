@@ -123,8 +123,9 @@ def start_image_positions(positions: nn.Parameter, std: float) -> None:
     small positions stay small: asked "where is the red circle?" about scenes of one shape,
     a width-64 ViLT stayed at chance (11%) for 300 steps with positions drawn at 0.5, and
     reached 100% within 200 steps with positions at 3 (at 2, 98% on scenes of 1-4 shapes
-    after 600 steps). The real ViLT starts from a pretrained ViT, whose positions have grown
-    to the scale of its patches. BLIP's recipe starts its ViT's positions the same way.
+    after 600 steps). The real ViLT starts from a pretrained ViT's positions instead.
+    BLIP's recipe starts its ViT's positions the same way (there CLIP's D^-0.5 = 0.125 had
+    left relation swaps at chance).
     """
     nn.init.normal_(positions, std=std)
 
